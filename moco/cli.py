@@ -145,5 +145,7 @@ def main(argv=None)->int:
         print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume (finished generations are cached)", file=sys.stderr); return 130
+    except BrokenPipeError:   # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 0
 
 def _entry(): sys.exit(main())

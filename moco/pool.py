@@ -46,12 +46,14 @@ class ModelPool:
                  engine:EngineSettings|str='hf',            # engine settings for every model
                  batch_size:int=32,                         # prompts per forward batch
                  cache:GenerationCache|str|Path|None=None,  # a cache, a path to one, or None (no caching)
-                 ledger:Ledger|None=None):
+                 ledger:Ledger|None=None,
+                 progress:bool=False):                      # progress bars for long generations
         self.settings = EngineSettings(kind=engine) if isinstance(engine, str) else engine
         self.names, self.batch_size = list(dict.fromkeys(models)), batch_size
         self.cache = GenerationCache(cache) if isinstance(cache, (str, Path)) else cache
         self.ledger = ledger or Ledger()
         self.refs = {n: resolve_model(n) for n in self.names}
+        self.progress = progress
         self.engines, self._fps, self._dev, self._last_used = {}, {}, {}, {}
 
     def add(self, name:str)->str:
@@ -130,6 +132,9 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
     ptoks = ctoks = 0
     items = sorted(todo.items(), key=lambda kv: len(kv[1].prompt or '') + sum(len(m['content']) for m in (kv[1].messages or ())))
     step = self.batch_size * 4
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(items), desc=f'{system} {purpose}'.strip(), unit='req', leave=False,
+               disable=not self.progress or len(items) <= step)
     for i in range(0, len(items), step):
         chunk = items[i:i+step]
         comps = generate_fn([r for _, r in chunk])
@@ -137,6 +142,8 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
             c.model = system; done[k] = c
             ptoks += c.prompt_tokens; ctoks += c.completion_tokens
         if self.cache: self.cache.put_many([(k, system, c) for (k, _), c in zip(chunk, comps)])
+        bar.update(len(chunk))
+    bar.close()
     self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, completion_tokens=ctoks,
                        seconds=time.time() - t0, cache_hits=hits, purpose=purpose)
     return [done[k] for k in keys]
