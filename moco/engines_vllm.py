@@ -59,6 +59,7 @@ class VLLMEngine(Engine):
     "A model served by vLLM's offline `LLM` (optionally with a LoRA adapter), fed moco-rendered token ids."
     kind = 'vllm'
     capabilities = frozenset({'text', 'chat', 'logprobs'})
+    unavailable = staticmethod(vllm_missing)   # why it cannot run here, asked before any model loads
 
     def __init__(self, model:str|ModelRef,            # config name, folder, hub id, or a resolved ModelRef
                  name:str|None=None,                   # display name (defaults to the config name)
@@ -72,7 +73,7 @@ class VLLMEngine(Engine):
                  in_process:bool|None=None,            # run vLLM's engine core in this process (default: True on the CPU)
                  trust_remote_code:bool=False,
                  **llm_kwargs):                        # any other `vllm.LLM` argument
-        reason = vllm_missing()
+        reason = self.unavailable()
         if reason: raise EngineError(reason)
         from transformers import AutoTokenizer, GenerationConfig
         from vllm import LLM
@@ -100,10 +101,13 @@ class VLLMEngine(Engine):
         kw.update(llm_kwargs)
         in_process = cpu if in_process is None else in_process
         visible = None
-        if self.device.startswith('cuda:'):  # vLLM picks GPUs through CUDA_VISIBLE_DEVICES
-            ids = os.environ.get('CUDA_VISIBLE_DEVICES', '').split(',')
-            i = int(self.device.split(':')[1])
-            visible = ids[i] if ids != [''] and i < len(ids) else str(i)
+        if self.device.startswith('cuda:'):  # vLLM picks GPUs through CUDA_VISIBLE_DEVICES: cuda:N and the next tp-1 GPUs
+            i, tp = int(self.device.split(':')[1]), int(kw.get('tensor_parallel_size', 1))
+            ids = [x for x in os.environ.get('CUDA_VISIBLE_DEVICES', '').split(',') if x.strip()]
+            if ids and i + tp > len(ids):
+                raise EngineError(f"Device {self.device} with tensor_parallel_size {tp} needs GPUs {i}..{i + tp - 1}, but "
+                                  f"CUDA_VISIBLE_DEVICES={','.join(ids)} has {len(ids)}; pick a lower device or fewer GPUs.")
+            visible = ','.join(ids[i:i + tp] if ids else map(str, range(i, i + tp)))
         try:
             with scoped_env(VLLM_ENABLE_V1_MULTIPROCESSING='0' if in_process else None, CUDA_VISIBLE_DEVICES=visible):
                 self.llm = LLM(**kw)

@@ -56,8 +56,8 @@ def last_boxed(text:str, # a model response
         i = m.end()
         if i < len(text) and text[i] == '{':
             pairs = _brace_pairs(text) if pairs is None else pairs
-            if i in pairs: return text[i+1:pairs[i]].strip()
-            continue  # unbalanced: try an earlier box
+            if i in pairs and text[i+1:pairs[i]].strip() != 'ANSWER': return text[i+1:pairs[i]].strip()
+            continue  # unbalanced, or the prompt's `\boxed{ANSWER}` echoed: try an earlier box
         rest = re.match(r'([^\s$\n]+)', text[i:i+200])  # `\boxed 42` form
         if rest: return rest.group(1).strip()
     return None
@@ -113,11 +113,12 @@ def canon_latex(s:str, # a LaTeX or plain answer
         else: out.append(s[i]); i += 1
     return ''.join(out)
 
-# %% ../nbs/03_evaluate.ipynb #3fc718f9
+# %% ../nbs/03_evaluate.ipynb #b28e9150
 import ast, operator
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.Pow: operator.pow}
 
 def _walk(node):
+    "Evaluate a parsed arithmetic expression, allowing only numbers, + - * / **, pi and sqrt."
     if isinstance(node, ast.Expression): return _walk(node.body)
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool): return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
@@ -241,6 +242,7 @@ def _split_list(s):
     return [x.strip() for x in body.split(',')], ordered
 
 def _num_key(v):
+    "A float rounded to 10 significant digits, so equal values written differently share a key."
     return float(f'{float(v):.10g}')
 
 def answer_key(answer,         # an extracted answer (letter, string) or None
@@ -291,7 +293,8 @@ def _mc_patterns(labels:tuple):
                 re.compile(r'(?:^|[\s(])' + opt + r'\(?' + lab + r'\)?\s+is\s+(?:the\s+)?(?:correct|right|best)\b', re.I)]],
         tail=re.compile(r'(?:^|[\s(\[:>])\(?' + lab + r'\)?\s*[.!]?\s*$'),
         head=re.compile(r'^\s*' + opt + r'\(?' + lab + r'(?:\)|\.(?!\d)|,|:|\s+-|\s*$)', re.I),
-        paren=re.compile(r'\(' + lab + r'\)'))
+        paren=re.compile(r'\(' + lab + r'\)'),
+        listing=re.compile(r'^[ \t]*\(?' + lab + r'\)[ \t].*$', re.M))
 
 def _mc_letter_from(span, labels, pats, choices=None):
     "A label read from a short answer span (boxed content, 'Answer: ...' tail), else None."
@@ -343,6 +346,8 @@ def extract_choice(text:str,               # a model response
         for _, span in _answer_spans(clean):
             if span and (L := _mc_letter_from(span, labels, pats, choices)): return L
     hits = None
+    if len({m.group(1) for m in pats['listing'].finditer(clean)}) > 1:  # the options listed again are not an answer
+        clean = pats['listing'].sub('', clean).strip()
     head = pats['head'].match(clean)
     hL = head and _canon_label(head.group(1), labels)
     if hL and choices and clean[head.end():].strip().lower().startswith(strip_markup(str(choices[hL])).lower() or '\0'):

@@ -52,12 +52,14 @@ def detect_language(text:str)->str|None:
     try: return detect(text.lower())
     except LangDetectException: return None
 
-# %% ../nbs/03e_ifeval.ipynb #13549371
+# %% ../nbs/03e_ifeval.ipynb #2e80b655
 CHECKERS = {}
 
 def checker(iid:str):
     "Register a checker under IFEval instruction id `iid`."
-    def deco(f): CHECKERS[iid] = f; return f
+    def deco(f):
+        "Register `f`."
+        CHECKERS[iid] = f; return f
     return deco
 
 # %% ../nbs/03e_ifeval.ipynb #28ecc59d
@@ -83,7 +85,9 @@ def _paragraphs(text, divider):
     if any(not p.strip() for p in parts[1:-1]): return None
     return [p for p in parts if p.strip()]
 
-def _asks_divider(prompt): return bool(re.search(r'\*\*\*|asterisk|divider', prompt or '', re.I))
+def _asks_divider(prompt):
+    "Whether the prompt names the `***` divider."
+    return bool(re.search(r'\*\*\*|asterisk|divider', prompt or '', re.I))
 
 @checker('length_constraints:number_paragraphs')
 def _number_paragraphs(text, prompt, num_paragraphs=1):
@@ -193,11 +197,16 @@ class IfevalResult:
     loose: list          # followed under at least one loose variant
 
     @property
-    def prompt_strict(self)->bool: return all(self.strict)
+    def prompt_strict(self)->bool:
+        "All instructions followed as written."
+        return all(self.strict)
     @property
-    def prompt_loose(self)->bool: return all(self.loose)
+    def prompt_loose(self)->bool:
+        "All instructions followed under some loose variant."
+        return all(self.loose)
 
 def _loose_variants(text):
+    "The response and its loose variants: without first/last line, and without `*`."
     lines = text.split('\n')
     base = [text, '\n'.join(lines[1:]).strip(), '\n'.join(lines[:-1]).strip(), '\n'.join(lines[1:-1]).strip()]
     return base + [v.replace('*', '') for v in base]

@@ -11,7 +11,7 @@ from .core import Example, Score, ScoringError, ModelError
 
 # %% auto #0
 __all__ = ['DEFAULT_REWARD_MODEL', 'DEFAULT_VERIFIER', 'default_embedder', 'verifier_prompt', 'parse_decision', 'Judges',
-           'release', 'reward', 'verify', 'embed', 'diversity', 'score_with_judges']
+           'release', 'make_judges', 'reward', 'verify', 'embed', 'diversity', 'score_with_judges']
 
 # %% ../nbs/03c_judges.ipynb #d418f02f
 DEFAULT_REWARD_MODEL = 'Skywork/Skywork-Reward-Llama-3.1-8B-v0.2'
@@ -94,8 +94,9 @@ class Judges:
         "Names of the judges currently in memory."
         return sorted(self._models)
 
-# %% ../nbs/03c_judges.ipynb #f5b7c478
+# %% ../nbs/03c_judges.ipynb #fe54b1f2
 def _torch_dtype(dtype, device):
+    "The torch dtype for a dtype name ('auto': bfloat16 on GPU, float32 on CPU)."
     import torch
     if dtype == 'auto': return torch.bfloat16 if str(device).startswith('cuda') else torch.float32
     try: return getattr(torch, dtype)
@@ -136,7 +137,26 @@ def release(self:Judges):
 
 Judges._load, Judges.release = _load, release
 
-# %% ../nbs/03c_judges.ipynb #6ea2cde1
+# %% ../nbs/03c_judges.ipynb #95e2cca4
+_JUDGE_ALIASES = {'reward': 'reward_model', 'rm': 'reward_model', 'general_verifier': 'verifier', 'verifier_model': 'verifier',
+                  'embedding_model': 'embedder', 'embedding': 'embedder', 'diversity_model': 'embedder'}
+
+def make_judges(spec=None, # a `judges` config block (dict of `Judges` fields), a `Judges`, or None for the defaults
+               )->Judges:
+    "A `Judges` from a config block (unknown keys are an error)."
+    from moco.core import ConfigError, did_you_mean
+    if isinstance(spec, Judges): return spec
+    if spec is None: return Judges()
+    if not isinstance(spec, dict): raise ConfigError(f"`judges` must be a mapping of judge settings, not {type(spec).__name__}.")
+    known = [f for f in Judges.__dataclass_fields__ if not f.startswith('_')]
+    kw = {}
+    for k, v in spec.items():
+        k2 = _JUDGE_ALIASES.get(k, k)
+        if k2 not in known: raise ConfigError(f"Unknown judges setting {k!r}{did_you_mean(k, known + list(_JUDGE_ALIASES))}; known: {', '.join(known)}.")
+        kw[k2] = v
+    return Judges(**kw)
+
+# %% ../nbs/03c_judges.ipynb #7184f438
 def _render_chat(tok, prompt, response):
     "The token ids of a user/assistant exchange in the model's chat template (plain text when it has none)."
     msgs = [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': response}]
@@ -175,7 +195,7 @@ def reward(self:Judges,
 
 Judges.reward = reward
 
-# %% ../nbs/03c_judges.ipynb #469b2058
+# %% ../nbs/03c_judges.ipynb #044050da
 def verify(self:Judges,
            questions:Sequence[str],  # the questions (with options for multiple choice)
            references:Sequence[str], # the reference answers
@@ -208,7 +228,7 @@ def verify(self:Judges,
 
 Judges.verify = verify
 
-# %% ../nbs/03c_judges.ipynb #f0d5e6aa
+# %% ../nbs/03c_judges.ipynb #fac9bc0b
 def embed(self:Judges, texts:Sequence[str]):
     "L2-normalised mean-pooled sentence embeddings (a float32 CPU tensor, one row per text)."
     import torch
@@ -244,7 +264,7 @@ def diversity(self:Judges,
 
 Judges.embed, Judges.diversity = embed, diversity
 
-# %% ../nbs/03c_judges.ipynb #d1fab41b
+# %% ../nbs/03c_judges.ipynb #aab1757f
 def _references(example):
     "The reference generations of a diversity item, as a list of strings."
     g = example.gold if example.gold is not None else example.get('reference')

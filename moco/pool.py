@@ -30,8 +30,11 @@ def engine_class(kind:str):
     if kind not in ENGINE_MODULES:
         raise EngineError(f"Unknown engine {kind!r}{did_you_mean(kind, ENGINE_MODULES)}; choose one of {', '.join(ENGINE_MODULES)}.")
     mod, cls, hint = ENGINE_MODULES[kind]
-    try: return getattr(importlib.import_module(mod), cls)
+    try: c = getattr(importlib.import_module(mod), cls)
     except ImportError as e: raise EngineError(f"The {kind} engine is not available ({e}); install it with: {hint}.") from None
+    why = getattr(c, 'unavailable', lambda: None)()
+    if why: raise EngineError(f"The {kind} engine is not available: {why}")
+    return c
 
 def make_engine(ref:ModelRef, settings:EngineSettings, batch_size:int=32)->Engine:
     "Load the model behind `ref` with the engine `settings` ask for."
@@ -104,8 +107,10 @@ class ModelPool:
         "The model's cache fingerprint, computed without loading it."
         if name not in self._fps:
             s = self.settings
-            dtype = pick_dtype(s.dtype, pick_device(s.device)) if s.kind == 'hf' else s.dtype
-            self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{dtype}')
+            if s.kind == 'openai':   # a served model: the server and the model id identify it
+                self._fps[name] = model_fingerprint(ModelRef(name, f'{s.base_url}|{self.refs[name].base}'), 'openai')
+            else:
+                self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{pick_dtype(s.dtype, pick_device(s.device))}')
         return self._fps[name]
 
 # %% ../nbs/07_pool.ipynb #2279be54

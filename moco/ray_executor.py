@@ -72,7 +72,7 @@ class RayEngine(Engine):
                  settings,                    # EngineSettings for the engine inside the actor (executor 'local')
                  batch_size:int=32,           # prompts per forward batch
                  num_gpus:float=0,            # GPUs for the actor: a tensor-parallel size, or a fraction of one GPU
-                 num_cpus:float|None=None,    # CPUs reserved for the actor (None: Ray's default, none held while running)
+                 num_cpus:float|None=None,    # CPUs reserved for the actor, also its torch threads (None: none reserved, 1 thread)
                  node:str|None=None,          # Ray node id to pin the actor to (None: Ray chooses)
                  timeout:float|None=None,     # seconds to wait for the actor to start and load (None: no limit)
                 ):
@@ -82,17 +82,21 @@ class RayEngine(Engine):
         if num_gpus > have:
             raise EngineError(f"Model {ref.name!r} needs {num_gpus:g} GPU(s) but the Ray cluster has {have:g}; add GPU machines "
                               "(`ray start --address=HEAD:6379` on each) or set engine.device: cpu.")
-        opts = dict(num_gpus=num_gpus)
-        if num_cpus is not None: opts['num_cpus'] = num_cpus
+        opts = dict(num_gpus=num_gpus, num_cpus=num_cpus or 0)
         if node:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             opts['scheduling_strategy'] = NodeAffinitySchedulingStrategy(node, soft=False)
         self.actor = ray.remote(ModelServer).options(**opts).remote(ref, settings, batch_size)
-        try: info = ray.get(self.actor.info.remote(), timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            self.close()
-            raise EngineError(f"Model {ref.name!r} did not start within {timeout:g}s in Ray (waiting for {num_gpus:g} GPU(s)?); "
-                              "free GPUs, add machines, or raise engine.options.ray_start_timeout.") from None
+        pending, t0 = self.actor.info.remote(), time.time()
+        while not ray.wait([pending], timeout=30 if timeout is None else max(0, min(30, t0 + timeout - time.time())))[0]:
+            waited = time.time() - t0
+            if timeout is not None and waited >= timeout:
+                self.close()
+                raise EngineError(f"Model {ref.name!r} did not start within {timeout:g}s in Ray (waiting for {num_gpus:g} GPU(s)?); "
+                                  "free GPUs, add machines, or raise engine.options.ray_start_timeout.")
+            log.warning(f"model {ref.name}: its Ray actor is still starting after {waited:.0f}s (asks for {num_gpus:g} GPU(s), "
+                        f"{ray.available_resources().get('GPU', 0):g} free in the cluster)")
+        try: info = ray.get(pending)
         except ray.exceptions.RayActorError as e:
             self.actor = None
             raise EngineError(f"The Ray actor for model {ref.name!r} died while loading ({str(e).splitlines()[0]}).") from None

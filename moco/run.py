@@ -165,14 +165,9 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
 def _mean(scores)->float: return sum(s.value for s in scores) / max(len(scores), 1)
 
 def _judges(cfg:RunConfig):
-    "The judge models named in the config (loaded lazily by the scorers)."
-    if not cfg.judges: return None
-    from moco import evaluate
-    make = getattr(evaluate, 'make_judges', None)
-    if make is None:
-        from moco import judges as J
-        make = J.make_judges
-    return make(cfg.judges)
+    "The run's judge models (reward model, verifier, embedder): configured once, loaded only when a scorer needs one."
+    from moco.judges import make_judges
+    return make_judges(cfg.judges or {})
 
 # %% ../nbs/60_run.ipynb #b0c4fddd
 def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, system_scores, pool, seconds)->RunRecord:
