@@ -11,8 +11,8 @@ from .core import Completion, GenParams, as_request, MocoError, EngineError, Mod
 from .engines import Engine, ModelRef
 
 # %% auto #0
-__all__ = ['log', 'RAY_OPTIONS', 'REMOTE_CAPABILITIES', 'connect_ray', 'ModelServer', 'RayEngine', 'ray_resources',
-           'make_ray_engine', 'cluster_devices']
+__all__ = ['log', 'RAY_OPTIONS', 'REMOTE_CAPABILITIES', 'connect_ray', 'split_ray_options', 'connect_from', 'ModelServer',
+           'RayEngine', 'ray_resources', 'make_ray_engine', 'cluster_devices']
 
 # %% ../nbs/07a_ray.ipynb #2f7430d7
 log = logging.getLogger('moco')
@@ -34,7 +34,22 @@ def connect_ray(address:str|None=None,      # cluster address ('auto', 'HOST:637
             raise EngineError(f"Cannot connect to the Ray cluster at {address!r} ({e}); start it with `ray start --head` or fix RAY_ADDRESS.") from None
     return ray
 
-# %% ../nbs/07a_ray.ipynb #c3b678a8
+# %% ../nbs/07a_ray.ipynb #e006994c
+def split_ray_options(settings)->tuple[dict, object]:
+    "({ray option: value}, the settings without them and with executor 'local') for the engine inside an actor."
+    opts = dict(settings.options)
+    ray_opts = {k: opts.pop(k) for k in list(opts) if k.startswith('ray_')}
+    unknown = set(ray_opts) - set(RAY_OPTIONS)
+    if unknown: raise EngineError(f"Unknown Ray option(s) {', '.join(sorted(unknown))} in engine.options; known: {', '.join(RAY_OPTIONS)}.")
+    return ray_opts, replace(settings, executor='local', options=opts)
+
+# %% ../nbs/07a_ray.ipynb #260a427d
+def connect_from(settings=None):
+    "Connect to Ray with the `ray_` options of engine settings (or the defaults)."
+    o = split_ray_options(settings)[0] if settings is not None else {}
+    return connect_ray(o.get('ray_address'), o.get('ray_num_cpus'), o.get('ray_runtime_env'))
+
+# %% ../nbs/07a_ray.ipynb #0b8231e4
 class ModelServer:
     "The body of a model's Ray actor: builds one engine once and serves its calls."
     def __init__(self, ref:ModelRef, settings, batch_size:int):
@@ -48,11 +63,13 @@ class ModelServer:
     def info(self)->dict|Exception:
         "How the model was loaded (or the load error)."
         if self.error is not None: return self.error
+        if self.engine is None: return EngineError("This model's engine was closed.")
         import ray
         e = self.engine
         return dict(kind=e.kind, capabilities=sorted(e.capabilities), fingerprint=e.fingerprint(), pid=os.getpid(),
                     node=ray.get_runtime_context().get_node_id(), device=str(getattr(e, 'device', '')),
-                    load_seconds=getattr(e, 'load_seconds', None), loaded_at=self.loaded_at, calls=self.calls)
+                    load_seconds=getattr(e, 'load_seconds', None), loaded_at=self.loaded_at, calls=self.calls,
+                    memory_bytes=getattr(e, 'memory_bytes', lambda: 0)())
 
     def generate(self, requests:list, params:GenParams)->list[Completion]:
         self.calls += 1
@@ -61,12 +78,13 @@ class ModelServer:
     def close(self)->None:
         if self.engine is not None: self.engine.close(); self.engine = None
 
-# %% ../nbs/07a_ray.ipynb #27f923f3
+# %% ../nbs/07a_ray.ipynb #93f241fb
 REMOTE_CAPABILITIES = frozenset({'text', 'chat', 'logprobs'})
 
 class RayEngine(Engine):
     "Proxy to an engine living in a Ray actor: `generate`/`fingerprint`/`close` run there, the same `Completion`s come back."
     kind = 'ray'
+    capabilities = REMOTE_CAPABILITIES   # at most; the instance keeps those its inner engine has
 
     def __init__(self, ref:ModelRef,          # the model
                  settings,                    # EngineSettings for the engine inside the actor (executor 'local')
@@ -86,7 +104,7 @@ class RayEngine(Engine):
         if node:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             opts['scheduling_strategy'] = NodeAffinitySchedulingStrategy(node, soft=False)
-        self.actor = ray.remote(ModelServer).options(**opts).remote(ref, settings, batch_size)
+        self.actor, self.ready = ray.remote(ModelServer).options(**opts).remote(ref, settings, batch_size), False
         pending, t0 = self.actor.info.remote(), time.time()
         while not ray.wait([pending], timeout=30 if timeout is None else max(0, min(30, t0 + timeout - time.time())))[0]:
             waited = time.time() - t0
@@ -101,7 +119,7 @@ class RayEngine(Engine):
             self.actor = None
             raise EngineError(f"The Ray actor for model {ref.name!r} died while loading ({str(e).splitlines()[0]}).") from None
         if isinstance(info, Exception): self.close(); raise info
-        self.info, self.device, self.load_seconds = info, info['device'], info['load_seconds']
+        self.ready, self.info, self.device, self.load_seconds = True, info, info['device'], info['load_seconds']
         self.inner_kind, self.capabilities = info['kind'], frozenset(info['capabilities']) & REMOTE_CAPABILITIES
         log.info(f"model {ref.name} served by Ray actor pid {info['pid']} on {info['device']} (num_gpus={num_gpus:g})")
 
@@ -128,6 +146,10 @@ class RayEngine(Engine):
 
     def fingerprint(self)->str: return self.info['fingerprint']
 
+    def memory_bytes(self)->int:
+        "Bytes of weights the actor's engine holds (for the pool's memory budget)."
+        return self.info.get('memory_bytes') or 0
+
     def stats(self)->dict:
         "The actor's current info: pid, node, device, calls served."
         return self._call('info')
@@ -136,11 +158,12 @@ class RayEngine(Engine):
         "Release the model: unload it and kill its actor."
         if self.actor is None: return
         import ray
-        try: ray.get(self.actor.close.remote(), timeout=60)
-        except Exception: pass
+        if self.ready:   # let the engine free its memory before the process goes
+            try: ray.get(self.actor.close.remote(), timeout=60)
+            except Exception: pass
         ray.kill(self.actor); self.actor = None
 
-# %% ../nbs/07a_ray.ipynb #062eabd7
+# %% ../nbs/07a_ray.ipynb #9cd0c39f
 def ray_resources(plan, name:str)->tuple[float, str|None]:
     "The (num_gpus, node id) a model's actor asks Ray for, from a placement plan."
     p = plan.placements[name]
@@ -150,22 +173,18 @@ def ray_resources(plan, name:str)->tuple[float, str|None]:
     node = next((d.node for d in plan.devices if d.name == p.devices[0]), '')
     return gpus, node or None
 
-# %% ../nbs/07a_ray.ipynb #92a5ef12
+# %% ../nbs/07a_ray.ipynb #8ddbc678
 def make_ray_engine(ref:ModelRef,      # the model
                     settings,          # EngineSettings (executor 'ray')
                     batch_size:int=32, # prompts per forward batch
                     placement=None,    # a placement Plan for the pool's models (None: one GPU if any, else CPU)
                    )->Engine:
     "An engine for `ref` served from its own Ray actor, sized by the placement plan."
-    opts = dict(settings.options)
-    ray_opts = {k: opts.pop(k) for k in list(opts) if k.startswith('ray_')}
-    unknown = set(ray_opts) - set(RAY_OPTIONS)
-    if unknown: raise EngineError(f"Unknown Ray option(s) {', '.join(sorted(unknown))} in engine.options; known: {', '.join(RAY_OPTIONS)}.")
-    local = replace(settings, executor='local', options=opts)
+    ray_opts, local = split_ray_options(settings)
     if settings.kind == 'openai':        # a remote API already: nothing to host
         from moco.pool import make_engine
         return make_engine(ref, local, batch_size)
-    ray = connect_ray(ray_opts.get('ray_address'), ray_opts.get('ray_num_cpus'), ray_opts.get('ray_runtime_env'))
+    ray = connect_from(settings)
     if placement is not None and ref.name in placement.placements:
         local = placement.settings_for(ref.name, local)
         gpus, node = ray_resources(placement, ref.name)
@@ -178,19 +197,20 @@ def make_ray_engine(ref:ModelRef,      # the model
     return RayEngine(ref, local, batch_size, num_gpus=gpus, num_cpus=ray_opts.get('ray_actor_cpus'), node=node,
                      timeout=ray_opts.get('ray_start_timeout'))
 
-# %% ../nbs/07a_ray.ipynb #9becac34
+# %% ../nbs/07a_ray.ipynb #e6ec40ff
 def _probe_node():
     "Runs on one node: its id, address and visible devices."
     import ray
     from moco.placement import visible_devices
     return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), visible_devices()
 
-def cluster_devices(timeout:float=120, # seconds to wait for every node's answer
+def cluster_devices(settings=None,     # engine settings whose `ray_` options say how to connect (default: $RAY_ADDRESS or local)
+                    timeout:float=120, # seconds to wait for every node's answer
                    )->list:
-    "The devices of every alive node of the connected Ray cluster, named 'ADDRESS/cuda:i' and tagged with the node id."
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    "The devices of every alive node of the Ray cluster, named 'ADDRESS/cuda:i' and tagged with the node id."
     from moco.placement import Device
-    ray = connect_ray()
+    ray = connect_from(settings)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     probes = [ray.remote(_probe_node).options(num_cpus=0, num_gpus=n['Resources'].get('GPU', 0),
               scheduling_strategy=NodeAffinitySchedulingStrategy(n['NodeID'], soft=False)).remote()
               for n in ray.nodes() if n.get('Alive')]

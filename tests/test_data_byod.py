@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from moco.core import ConfigError, DataError
 from moco import data as D
+from moco import fetch as F
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_moco_home, monkeypatch):
@@ -108,5 +109,5 @@ def test_fetch_skips_files_already_verified(tmp_moco_home, monkeypatch):
     if not (src / 'agieval_tiny.json').is_file(): pytest.skip('no local copy of agieval_tiny.json (../shared/data/moco)')
     (tmp_moco_home / 'data').mkdir(parents=True)
     (tmp_moco_home / 'data' / 'agieval_tiny.json').write_bytes((src / 'agieval_tiny.json').read_bytes())
-    monkeypatch.setattr(D, '_pip_download_sdist', lambda tmp: pytest.fail('must not download a verified file'))
+    monkeypatch.setattr(F, '_pip_download_sdist', lambda tmp: pytest.fail('must not download a verified file'))
     assert D.fetch_moco_data('agieval_tiny') == tmp_moco_home / 'data'
