@@ -9,8 +9,8 @@ from pathlib import Path
 from .core import MocoError
 
 # %% auto #0
-__all__ = ['QUICKSTART', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch', 'cmd_zoo_build', 'cmd_cache',
-           'cmd_score', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['ZOO_QUICKSTART', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch', 'cmd_zoo_build',
+           'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #8aafb27f
 def _print_table(rows:list, cols:list)->None:
@@ -92,20 +92,53 @@ def cmd_score(a):
             for r, s in zip(rows, scores): f.write(json.dumps({**r, 'score': s.value, 'extracted': s.extracted, 'detail': s.detail}, default=str) + '\n')
         print(f"wrote {out}")
 
-# %% ../nbs/80_cli.ipynb #7fcf1987
-QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/add", "zoo/sub", "zoo/fact"],
-              "hyperparameters": {"max_response_length": 24, "temperature": 0, "batch_size": 32, "tie": "dev-based"},
-              "baselines": True}
+# %% ../nbs/80_cli.ipynb #54f4d8a7
+ZOO_QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/add", "zoo/sub", "zoo/fact"],
+                  "hyperparameters": {"max_response_length": 24, "temperature": 0, "batch_size": 32, "tie": "dev-based"},
+                  "baselines": True}
+
+def _tiny_quickstart()->dict:
+    "Config of the fallback demo: three tiny random models and a generated arithmetic MC set (cached in MOCO_HOME)."
+    import json, random
+    from moco.data import moco_home
+    from moco.byod import register_dataset
+    from moco.tinymodels import tiny_llama
+    root = moco_home() / 'quickstart'; root.mkdir(parents=True, exist_ok=True)
+    data = root / 'quickstart_arith.json'
+    if not data.exists():
+        rng, rows = random.Random(0), []
+        for i in range(60):
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            opts = rng.sample([a + b, a + b + 1, a + b - 1, a + b + 10], 4)
+            rows.append({'id': f'qs-{i}', 'question': f'What is {a} + {b}?', 'choices': dict(zip('ABCD', map(str, opts))),
+                         'answer': 'ABCD'[opts.index(a + b)]})
+        tmp = data.with_suffix('.tmp'); tmp.write_text(json.dumps({'name': 'quickstart_arith', 'task_type': 'multiple_choice', 'dev': rows[:20], 'test': rows[20:]})); tmp.replace(data)
+    register_dataset('quickstart_arith', {'path': str(data)})
+    models = []
+    for i in range(3):
+        d = root / f'tiny-{i}'
+        if not (d / 'config.json').exists(): tiny_llama(str(d), seed=i)
+        models.append(str(d))
+    return {"method": "text_majority_vote", "task": "quickstart_arith", "model_names": models,
+            "hyperparameters": {"max_response_length": 16, "temperature": 0, "batch_size": 16, "tie": "dev-based"}, "baselines": True}
+
+def quickstart_config()->dict:
+    "The zoo quickstart when moco.zoo is available, else the tiny random-model demo."
+    import importlib.util
+    return dict(ZOO_QUICKSTART) if importlib.util.find_spec('moco.zoo') else _tiny_quickstart()
 
 def cmd_quickstart(a):
     "The embedded default: majority vote of the tiny zoo's specialists vs each specialist alone."
     from moco.run import run
-    cfg = dict(QUICKSTART, method=a.method) if a.method else QUICKSTART
-    print(f"moco quickstart: {cfg['method']} of {', '.join(cfg['model_names'])} on {cfg['task']} (builds the tiny zoo on first use)")
+    cfg = quickstart_config()
+    if a.method: cfg['method'] = a.method
+    zoo = cfg['model_names'][0].startswith('zoo/')
+    print(f"moco quickstart: {cfg['method']} on {cfg['task']} with {', '.join(cfg['model_names'])}"
+          + (" (builds the tiny zoo on first use)" if zoo else " (tiny random models: a plumbing demo; the trained zoo makes scores meaningful)"))
     rec = run(cfg, output_dir=a.output, baselines=True)
     print(rec.table()); print(f"record: {rec.path}")
 
-# %% ../nbs/80_cli.ipynb #7bb51162
+# %% ../nbs/80_cli.ipynb #cd2cb93e
 def build_parser()->argparse.ArgumentParser:
     "The `moco` argument parser."
     p = argparse.ArgumentParser(prog='moco', description='Run, benchmark and compare model collaboration.')
@@ -130,7 +163,7 @@ def build_parser()->argparse.ArgumentParser:
     q = sub.add_parser('quickstart', help='majority vote of the tiny zoo vs each model alone'); q.add_argument('-o', '--output'); q.add_argument('--method'); q.set_defaults(fn=cmd_quickstart)
     return p
 
-# %% ../nbs/80_cli.ipynb #505b6245
+# %% ../nbs/80_cli.ipynb #2e8a4474
 def main(argv=None)->int:
     "Entry point of the `moco` command."
     a = build_parser().parse_args(argv)
