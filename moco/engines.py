@@ -13,7 +13,7 @@ from .core import (Completion, GenParams, Request, as_request, derive_seed, Engi
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
            'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'pick_device',
-           'pick_dtype', 'strip_think', 'HFEngine', 'DecodeState']
+           'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
 
 # %% ../nbs/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -176,12 +176,24 @@ def pick_dtype(dtype:str, device:str):
         return torch.bfloat16 if device.startswith('cuda') and torch.cuda.is_bf16_supported() else torch.float32
     return {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 
-# %% ../nbs/04_engines.ipynb #ce6fe505
+# %% ../nbs/04_engines.ipynb #83f678b9
+from contextlib import contextmanager
+
+@contextmanager
+def torch_threads(n:int|None):
+    "Temporarily set torch's intra-op thread count (no-op for None)."
+    import torch
+    if not n: yield; return
+    old = torch.get_num_threads(); torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+# %% ../nbs/04_engines.ipynb #a0578759
 def strip_think(text:str)->str:
     "Drop the reasoning of a `<think>…</think>` block, keeping what follows its last close tag."
     return text.rsplit('</think>', 1)[1].strip() if '</think>' in text else text
 
-# %% ../nbs/04_engines.ipynb #6ce005a8
+# %% ../nbs/04_engines.ipynb #418d2235
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
     kind = 'hf'
@@ -193,6 +205,7 @@ class HFEngine(Engine):
                  dtype:str='auto',           # auto | float32 | bfloat16 | float16
                  batch_size:int=32,          # prompts per forward batch
                  trust_remote_code:bool=False,
+                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: 1 for small models)
                 ):
         import torch, transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,6 +228,8 @@ class HFEngine(Engine):
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        small = self.memory_bytes() < 512 * 2**20
+        self.cpu_threads = cpu_threads or (1 if self.device == 'cpu' and small else None)
         self.load_seconds = time.time() - t0
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
@@ -238,8 +253,15 @@ class HFEngine(Engine):
         "The prompt text and ids for a request."
         return render_prompt(self.tokenizer, as_request(request))
 
+    def threads(self):
+        "Context manager running torch with this engine's CPU thread count."
+        return torch_threads(self.cpu_threads)
+
     def generate(self, requests:Sequence, params:GenParams)->list[Completion]:
         "Generate one completion per request, in order (length-sorted, left-padded batches)."
+        with self.threads(): return self._generate(requests, params)
+
+    def _generate(self, requests:Sequence, params:GenParams)->list[Completion]:
         import torch
         from transformers import GenerationConfig
         reqs = [as_request(r) for r in requests]
@@ -289,7 +311,7 @@ class HFEngine(Engine):
         self.model = None; gc.collect()
         if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-# %% ../nbs/04_engines.ipynb #2daea2e2
+# %% ../nbs/04_engines.ipynb #56770b48
 @dataclass
 class DecodeState:
     "A batch being decoded token by token: KV cache, attention mask, next positions, current logits."
@@ -299,7 +321,7 @@ class DecodeState:
     logits: object           # (batch, vocab) float32 next-token logits
     prompt_tokens: list      # prompt length of each row
 
-# %% ../nbs/04_engines.ipynb #a2adcb3a
+# %% ../nbs/04_engines.ipynb #76078cff
 from fastcore.basics import patch
 
 @patch
@@ -311,7 +333,7 @@ def start(self:HFEngine, requests:Sequence)->DecodeState:
     input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    with torch.inference_mode():
+    with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
     return DecodeState(out.past_key_values, mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
 
@@ -331,7 +353,7 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=self.device)
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
-    with torch.inference_mode():
+    with torch.inference_mode(), self.threads():
         out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, past_key_values=state.cache, use_cache=True)
     fed = inc.sum(-1)
     state.cache = out.past_key_values

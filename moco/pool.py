@@ -36,8 +36,12 @@ def engine_class(kind:str):
     if why: raise EngineError(f"The {kind} engine is not available: {why}")
     return c
 
-def make_engine(ref:ModelRef, settings:EngineSettings, batch_size:int=32)->Engine:
-    "Load the model behind `ref` with the engine `settings` ask for."
+def make_engine(ref:ModelRef, settings:EngineSettings, batch_size:int=32, placement=None)->Engine:
+    "Load the model behind `ref` with the engine `settings` ask for (on the device a placement plan gives it)."
+    if settings.executor == 'ray':
+        from moco.ray_executor import make_ray_engine
+        return make_ray_engine(ref, settings, batch_size, placement=placement)
+    if placement is not None and ref.name in placement.placements: settings = placement.settings_for(ref.name, settings)
     cls = engine_class(settings.kind)
     return cls(ref, device=settings.device, dtype=settings.dtype, batch_size=batch_size, **settings.options) \
         if settings.kind != 'openai' else cls(ref, settings=settings, batch_size=batch_size)
@@ -50,13 +54,15 @@ class ModelPool:
                  batch_size:int=32,                         # prompts per forward batch
                  cache:GenerationCache|str|Path|None=None,  # a cache, a path to one, or None (no caching)
                  ledger:Ledger|None=None,
-                 progress:bool=False):                      # progress bars for long generations
+                 progress:bool=False,                       # progress bars for long generations
+                 gpu_ids:list|None=None,                    # visible GPUs for placement (None: all)
+                 allow_cpu:bool=True):                      # let placement fall back to the CPU
         self.settings = EngineSettings(kind=engine) if isinstance(engine, str) else engine
         self.names, self.batch_size = list(dict.fromkeys(models)), batch_size
         self.cache = GenerationCache(cache) if isinstance(cache, (str, Path)) else cache
         self.ledger = ledger or Ledger()
         self.refs = {n: resolve_model(n) for n in self.names}
-        self.progress = progress
+        self.progress, self.gpu_ids, self.allow_cpu, self._plan = progress, gpu_ids, allow_cpu, None
         self.engines, self._fps, self._dev, self._last_used = {}, {}, {}, {}
 
     def add(self, name:str)->str:
@@ -65,17 +71,29 @@ class ModelPool:
         return name
 
     def check(self)->None:
-        "Raise before any compute if a model's files cannot be found or the engine is unavailable."
+        "Raise before any compute if a model's files cannot be found, the engine is unavailable, or models do not fit."
         engine_class(self.settings.kind)
         for ref in self.refs.values():
             if self.settings.kind != 'openai': check_model_available(ref)
+        self.placement()
+
+    def placement(self):
+        "The device plan for every model (computed once, before the first load; `PlacementError` if a model fits nowhere)."
+        if self._plan is None and self.settings.kind != 'openai':
+            from moco.placement import plan_models
+            devices = None
+            if self.settings.executor == 'ray':
+                from moco.ray_executor import cluster_devices
+                devices = cluster_devices(self.settings)
+            self._plan = plan_models(self.refs, self.settings, gpu_ids=self.gpu_ids, devices=devices, allow_cpu=self.allow_cpu)
+        return self._plan
 
     def engine(self, name:str)->Engine:
         "The loaded engine of a model (loading it on first use, exactly once)."
         if name not in self.refs: raise EngineError(f"Model {name!r} is not in this pool{did_you_mean(name, self.names)}; pool models: {', '.join(self.names)}.")
         if name not in self.engines:
             t0 = time.time()
-            self.engines[name] = make_engine(self.refs[name], self.settings, self.batch_size)
+            self.engines[name] = make_engine(self.refs[name], self.settings, self.batch_size, placement=self.placement())
             self.engines[name].name = name
             self.ledger.record_load(name, time.time() - t0)
             self._last_used[name] = time.time()
@@ -110,6 +128,8 @@ class ModelPool:
             if s.kind == 'openai':   # a served model: the server and the model id identify it
                 self._fps[name] = model_fingerprint(ModelRef(name, f'{s.base_url}|{self.refs[name].base}'), 'openai')
             else:
+                plan = self.placement()
+                if plan is not None and name in plan.placements: s = plan.settings_for(name, s)
                 self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{pick_dtype(s.dtype, pick_device(s.device))}')
         return self._fps[name]
 

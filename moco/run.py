@@ -141,7 +141,9 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
     pool = None
     try:
         log.info(f"run {cfg.method} on {cfg.task} ({task.task_type}: {len(task.dev)} dev / {len(task.test)} test) with {', '.join(cfg.model_names)}")
-        pool = ModelPool(cfg.model_names, cfg.engine_settings, cfg.generation.batch_size, _cache(cfg), progress=progress)
+        pool = ModelPool(cfg.model_names, cfg.engine_settings, cfg.generation.batch_size, _cache(cfg), progress=progress,
+                         gpu_ids=cfg.gpu_ids or None)
+        pool.check()
         ctx = RunContext(task=task, pool=pool, models=list(cfg.model_names), params=plan.params,
                          gen=cfg.generation.gen_params(), seed=cfg.seed, workdir=rundir / 'artifacts',
                          judges=_judges(cfg), progress=progress)
