@@ -42,7 +42,8 @@ def _local_json(path:str|None, name:str)->dict|None:
         except Exception: p = None
     return json.loads(p.read_text()) if p and p.exists() else None
 
-def check_requirements(req:Requirements, method:str, models:Sequence[str], task_type:str, engine_kind:str='hf', refs:dict|None=None):
+def check_requirements(req:Requirements, method:str, models:Sequence[str], task_type:str, engine_kind:str='hf', refs:dict|None=None,
+                       executor:str='local'):
     "Raise `RequirementError` (one sentence with the fix) when models or task do not fit the method."
     from moco.pool import engine_class
     n = len(models)
@@ -51,8 +52,10 @@ def check_requirements(req:Requirements, method:str, models:Sequence[str], task_
     if req.task_types and task_type not in req.task_types:
         raise RequirementError(f"{method} works on task types {', '.join(req.task_types)}, not {task_type!r}; pick another task or method.")
     caps = getattr(engine_class(engine_kind), 'capabilities', frozenset())
+    if executor == 'ray': caps = caps & {'text', 'chat', 'logprobs'}   # a remote actor serves text, not logits or weights
     missing = [c for c in req.capabilities if c not in caps]
-    if missing: raise RequirementError(f"{method} needs engine capabilities {', '.join(missing)}, which the {engine_kind!r} engine lacks; use engine 'hf'.")
+    where = f"the {engine_kind!r} engine" + (" behind the Ray executor" if executor == 'ray' else '')
+    if missing: raise RequirementError(f"{method} needs engine capabilities {', '.join(missing)}, which {where} lacks; use engine 'hf' with the local executor.")
     if not refs: return
     if req.lora_adapters:
         bad = [m for m in models if not refs[m].adapter]

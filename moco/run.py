@@ -63,7 +63,8 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
             except ModelError as e:
                 if strict_models or Path(ref.base).exists() or ref.base.startswith(('/', '.', '~')): raise
                 notes.append(str(e))
-    check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs)
+    check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs,
+                       cfg.engine_settings.executor)
     return RunPlan(cfg, method, params, task, refs, notes)
 
 # %% ../nbs/60_run.ipynb #14ceffaf
