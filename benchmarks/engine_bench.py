@@ -37,9 +37,9 @@ def bench_workload(names, tmp):
     c = cold.results['cost']
     print(f"[1] refine workload cold: {t_cold:.1f}s -> {REFERENCE_SECONDS / t_cold:.1f}x faster than the reference's {REFERENCE_SECONDS:.0f}s (target >= 20x)")
     print(f"[3] warm rerun: {t_warm:.2f}s = {100 * t_warm / t_cold:.2f}% of cold (target <= 5%)")
-    unique = c['requests']  # per-call requests; dedup happens inside a call, across calls via the cache
-    print(f"[4] model loads {c['model_loads']} (target 1 each); generated {c['generated_requests']} of {c['requests']} requested; "
-          f"warm run generated {warm.results['cost']['generated_requests']}")
+    ok = c['generated_requests'] <= c['unique_requests'] and set(c['model_loads'].values()) == {1}
+    print(f"[4] model loads {c['model_loads']}; generated {c['generated_requests']} for {c['unique_requests']} unique requests "
+          f"({c['requests']} asked for); warm run generated {warm.results['cost']['generated_requests']} -> {'OK' if ok else 'FAIL'}")
     return t_cold
 
 def bench_throughput(path, n=32, new=64):

@@ -83,7 +83,7 @@ class LedgerEntry:
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
-    def __init__(self): self.entries, self.loads = [], {}
+    def __init__(self): self.entries, self.loads, self.unique = [], {}, set()
 
     def record(self, **kw): self.entries.append(LedgerEntry(**kw))
 
@@ -99,5 +99,6 @@ class Ledger:
             for k in keys: d[k] += getattr(e, k)
         tot = {k: sum(d[k] for d in per.values()) for k in keys + ('calls',)}
         tot['generated_requests'] = tot['requests'] - tot['cache_hits']
+        tot['unique_requests'] = len(self.unique)
         loads = {m: n for m, n in self.loads.items() if not m.endswith(':seconds')}
         return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per}
