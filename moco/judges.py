@@ -109,6 +109,9 @@ def _load(self:Judges, kind:str):
     from transformers import AutoTokenizer, AutoModelForSequenceClassification, AutoModelForCausalLM, AutoModel
     transformers.utils.logging.disable_progress_bar()
     name = {'reward': self.reward_model, 'verifier': self.verifier, 'embedder': self.embedder or default_embedder()}[kind]
+    if str(name).startswith('zoo/'):   # the tiny zoo's CPU stand-ins (built on first use)
+        from moco import zoo
+        zoo.ensure(); name = zoo.model_path(name)
     device = _resolve_device({'reward': self.reward_device, 'verifier': self.verifier_device,
                               'embedder': self.embedder_device}[kind] or self.device)
     cls = {'reward': AutoModelForSequenceClassification, 'verifier': AutoModelForCausalLM, 'embedder': AutoModel}[kind]
