@@ -92,8 +92,8 @@ def cmd_score(a):
             for r, s in zip(rows, scores): f.write(json.dumps({**r, 'score': s.value, 'extracted': s.extracted, 'detail': s.detail}, default=str) + '\n')
         print(f"wrote {out}")
 
-# %% ../nbs/80_cli.ipynb #54f4d8a7
-ZOO_QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/add", "zoo/sub", "zoo/fact"],
+# %% ../nbs/80_cli.ipynb #85101827
+ZOO_QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/arith", "zoo/capitals", "zoo/habitats"],
                   "hyperparameters": {"max_response_length": 24, "temperature": 0, "batch_size": 32, "tie": "dev-based"},
                   "baselines": True}
 
