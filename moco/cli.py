@@ -94,7 +94,7 @@ def cmd_score(a):
 
 # %% ../nbs/80_cli.ipynb #85101827
 ZOO_QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/arith", "zoo/capitals", "zoo/habitats"],
-                  "hyperparameters": {"max_response_length": 24, "temperature": 0, "batch_size": 32, "tie": "dev-based"},
+                  "hyperparameters": {"max_response_length": 40, "temperature": 0, "batch_size": 64, "tie": "dev-based"},
                   "baselines": True}
 
 def _tiny_quickstart()->dict:
