@@ -22,7 +22,7 @@ def models(kind):
     if kind == 'zoo':
         from moco import zoo
         zoo.ensure()
-        return ['zoo/add', 'zoo/sub', 'zoo/fact']
+        return ['zoo/arith', 'zoo/capitals', 'zoo/habitats']
     from moco.tinymodels import tiny_llama
     root = Path(tempfile.mkdtemp())
     return [tiny_llama(str(root / f'm{i}'), seed=i, hidden=128, heads=4, layers=3) for i in range(3)]

@@ -9,8 +9,8 @@ from pathlib import Path
 from .core import MocoError
 
 # %% auto #0
-__all__ = ['ZOO_QUICKSTART', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch', 'cmd_zoo_build',
-           'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'build_parser', 'main']
+__all__ = ['ZOO_QUICKSTART', 'QUICKSTART_HP', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch',
+           'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #8aafb27f
 def _print_table(rows:list, cols:list)->None:
@@ -92,49 +92,24 @@ def cmd_score(a):
             for r, s in zip(rows, scores): f.write(json.dumps({**r, 'score': s.value, 'extracted': s.extracted, 'detail': s.detail}, default=str) + '\n')
         print(f"wrote {out}")
 
-# %% ../nbs/80_cli.ipynb #85101827
-ZOO_QUICKSTART = {"method": "text_majority_vote", "task": "zoo_mix", "model_names": ["zoo/arith", "zoo/capitals", "zoo/habitats"],
-                  "hyperparameters": {"max_response_length": 40, "temperature": 0, "batch_size": 64, "tie": "dev-based"},
-                  "baselines": True}
+# %% ../nbs/80_cli.ipynb #1910ef38
+ZOO_QUICKSTART = {"method": "logit_logit_fusion", "task": "zoo_mix", "model_names": ["zoo/arith", "zoo/capitals", "zoo/habitats"],
+                  "hyperparameters": {"max_response_length": 40, "temperature": 0, "batch_size": 64}, "baselines": True}
+QUICKSTART_HP = {"logit_logit_fusion": {"combine": "probs"}, "text_majority_vote": {"tie": "dev-based"}}  # method-specific settings
 
-def _tiny_quickstart()->dict:
-    "Config of the fallback demo: three tiny random models and a generated arithmetic MC set (cached in MOCO_HOME)."
-    import json, random
-    from moco.data import moco_home
-    from moco.byod import register_dataset
-    from moco.tinymodels import tiny_llama
-    root = moco_home() / 'quickstart'; root.mkdir(parents=True, exist_ok=True)
-    data = root / 'quickstart_arith.json'
-    if not data.exists():
-        rng, rows = random.Random(0), []
-        for i in range(60):
-            a, b = rng.randint(10, 99), rng.randint(10, 99)
-            opts = rng.sample([a + b, a + b + 1, a + b - 1, a + b + 10], 4)
-            rows.append({'id': f'qs-{i}', 'question': f'What is {a} + {b}?', 'choices': dict(zip('ABCD', map(str, opts))),
-                         'answer': 'ABCD'[opts.index(a + b)]})
-        tmp = data.with_suffix('.tmp'); tmp.write_text(json.dumps({'name': 'quickstart_arith', 'task_type': 'multiple_choice', 'dev': rows[:20], 'test': rows[20:]})); tmp.replace(data)
-    register_dataset('quickstart_arith', {'path': str(data)})
-    models = []
-    for i in range(3):
-        d = root / f'tiny-{i}'
-        if not (d / 'config.json').exists(): tiny_llama(str(d), seed=i)
-        models.append(str(d))
-    return {"method": "text_majority_vote", "task": "quickstart_arith", "model_names": models,
-            "hyperparameters": {"max_response_length": 16, "temperature": 0, "batch_size": 16, "tie": "dev-based"}, "baselines": True}
-
-def quickstart_config()->dict:
-    "The zoo quickstart when moco.zoo is available, else the tiny random-model demo."
-    import importlib.util
-    return dict(ZOO_QUICKSTART) if importlib.util.find_spec('moco.zoo') else _tiny_quickstart()
+def quickstart_config(method:str|None=None)->dict:
+    "The quickstart config (a fresh copy), running `method` instead of logit averaging when given."
+    import copy
+    cfg = copy.deepcopy(ZOO_QUICKSTART)
+    if method: cfg['method'] = method
+    cfg['hyperparameters'].update(QUICKSTART_HP.get(cfg['method'], {}))
+    return cfg
 
 def cmd_quickstart(a):
-    "The embedded default: majority vote of the tiny zoo's specialists vs each specialist alone."
+    "The embedded default: the tiny zoo's specialists collaborating, next to each specialist alone."
     from moco.run import run
-    cfg = quickstart_config()
-    if a.method: cfg['method'] = a.method
-    zoo = cfg['model_names'][0].startswith('zoo/')
-    print(f"moco quickstart: {cfg['method']} on {cfg['task']} with {', '.join(cfg['model_names'])}"
-          + (" (builds the tiny zoo on first use)" if zoo else " (tiny random models: a plumbing demo; the trained zoo makes scores meaningful)"))
+    cfg = quickstart_config(a.method)
+    print(f"moco quickstart: {cfg['method']} on {cfg['task']} with {', '.join(cfg['model_names'])} (builds the tiny zoo on first use)")
     rec = run(cfg, output_dir=a.output, baselines=True)
     print(rec.table()); print(f"record: {rec.path}")
 
@@ -160,7 +135,7 @@ def build_parser()->argparse.ArgumentParser:
     s = sub.add_parser('score', help='re-score a samples.jsonl without any model'); s.add_argument('samples')
     s.add_argument('--task'); s.add_argument('--task-type'); s.add_argument('--data-dir'); s.add_argument('--write', action='store_true', help='write samples.rescored.jsonl'); s.set_defaults(fn=cmd_score)
     c = sub.add_parser('cache', help='generation cache'); c.add_argument('action', choices=['stats', 'clear']); c.add_argument('--model'); c.add_argument('--cache-dir'); c.set_defaults(fn=cmd_cache)
-    q = sub.add_parser('quickstart', help='majority vote of the tiny zoo vs each model alone'); q.add_argument('-o', '--output'); q.add_argument('--method'); q.set_defaults(fn=cmd_quickstart)
+    q = sub.add_parser('quickstart', help='the tiny zoo\'s specialists collaborating vs each alone'); q.add_argument('-o', '--output'); q.add_argument('--method'); q.set_defaults(fn=cmd_quickstart)
     return p
 
 # %% ../nbs/80_cli.ipynb #2e8a4474

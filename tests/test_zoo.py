@@ -1,0 +1,213 @@
+"""The tiny model zoo: build bookkeeping (resume, reuse, force, seeds, locking) with stand-in stages, the shipped tokenizers
+on real benchmark prompts, and — on the real built zoo (reused from the user cache, built once if missing) — loading
+with the standard classes, the specialist margins, determinism of evaluation, the judges and an end-to-end run.
+A clean, timed rebuild compared with the cached one is marked slow."""
+import json, os, random, time
+from pathlib import Path
+import pytest
+from moco import zoo
+from moco.zoo_tasks import zoo_task_dicts, write_task_files, TASKS
+
+# ---------------------------------------------------------------- build bookkeeping, without training
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    "Replace every stage by a cheap one that writes its outputs as folders and logs its calls."
+    calls = []
+    outputs = {'tasks': ['data'], 'base': ['base'], 'arith': ['arith', 'arith-early'], 'capitals': ['capitals'],
+               'habitats': ['habitats'], 'lora': ['arith-lora', 'capitals-lora', 'habitats-lora'], 'other': ['other'],
+               'reward': ['reward'], 'verifier': ['verifier']}
+    def make(stage):
+        def fn(root, tmp, seed, tick):
+            calls.append(stage)
+            if stage == 'check':
+                (tmp/'check').mkdir(); (tmp/'check'/'check.json').write_text(json.dumps({'seed': seed})); return ['check']
+            for o in outputs[stage]:
+                (tmp/o).mkdir(); (tmp/o/'weights.txt').write_text(f'{stage} {seed}')
+            return outputs[stage]
+        return fn
+    monkeypatch.setattr(zoo, '_STAGE_FNS', {s: make(s) for s in zoo.STAGES})
+    return calls
+
+def test_build_records_every_stage_and_reuses(tmp_path, fake_stages):
+    root = zoo.build(seed=3, root=tmp_path/'z', progress=False)
+    assert fake_stages == list(zoo.STAGES)
+    assert zoo.is_built(root) and zoo.manifest(root)['seed'] == 3 and zoo.manifest(root)['check'] == {'seed': 3}
+    assert (root/'models'/'arith-early'/'weights.txt').read_text() == 'arith 3'
+    assert not list(root.glob('.tmp-*'))
+    zoo.build(seed=3, root=root, progress=False)
+    assert fake_stages == list(zoo.STAGES)          # nothing redone
+
+def test_build_resumes_after_an_interruption(tmp_path, fake_stages, monkeypatch):
+    fns = dict(zoo._STAGE_FNS)
+    def boom(root, tmp, seed, tick):
+        (tmp/'other').mkdir(); raise KeyboardInterrupt
+    monkeypatch.setitem(zoo._STAGE_FNS, 'other', boom)
+    with pytest.raises(KeyboardInterrupt): zoo.build(seed=0, root=tmp_path, progress=False)
+    assert not zoo.is_built(tmp_path) and 'other' not in zoo.manifest(tmp_path)['stages']
+    assert not (tmp_path/'models'/'other').exists()          # a half-written stage never lands in the zoo
+    done = list(fake_stages)
+    monkeypatch.setitem(zoo._STAGE_FNS, 'other', fns['other'])
+    zoo.build(seed=0, root=tmp_path, progress=False)
+    assert fake_stages[len(done):] == ['other', 'reward', 'verifier', 'check']   # resumed where it stopped
+    assert zoo.is_built(tmp_path)
+
+def test_build_redoes_everything_for_a_new_seed_or_force(tmp_path, fake_stages):
+    zoo.build(seed=0, root=tmp_path, progress=False)
+    zoo.build(seed=1, root=tmp_path, progress=False)
+    assert fake_stages == list(zoo.STAGES) * 2 and zoo.manifest(tmp_path)['seed'] == 1
+    assert (tmp_path/'models'/'base'/'weights.txt').read_text() == 'base 1'
+    zoo.build(seed=1, root=tmp_path, progress=False, force=True)
+    assert fake_stages == list(zoo.STAGES) * 3
+
+def test_a_zoo_of_another_recipe_is_rebuilt(tmp_path, fake_stages, monkeypatch):
+    zoo.build(seed=0, root=tmp_path, progress=False)
+    monkeypatch.setattr(zoo, 'RECIPE_VERSION', zoo.RECIPE_VERSION + 1)
+    assert not zoo.is_built(tmp_path)
+    zoo.build(seed=0, root=tmp_path, progress=False)
+    assert fake_stages == list(zoo.STAGES) * 2
+
+def test_ensure_builds_into_moco_home(tmp_moco_home, fake_stages):
+    root = zoo.ensure(progress=False)
+    assert root == tmp_moco_home/'zoo' and zoo.is_built()
+    assert zoo.model_path('zoo/habitats-lora') == str(tmp_moco_home/'zoo'/'models'/'habitats-lora')
+    zoo.ensure(progress=False); assert len(fake_stages) == len(zoo.STAGES)
+
+def test_unknown_names_are_one_clear_error(tmp_moco_home):
+    from moco.core import ModelError
+    with pytest.raises(ModelError, match="did you mean 'capitals'"): zoo.model_path('zoo/capitols', build=False)
+    with pytest.raises(ModelError, match='zoo_mix'): zoo.load_zoo_task('zoo_mixed', root=tmp_moco_home)
+
+# ---------------------------------------------------------------- tasks and tokenizers
+
+def test_task_files_are_moco_format(tmp_path):
+    from moco.data import read_moco_file
+    write_task_files(tmp_path)
+    for name, tt in TASKS.items():
+        t = read_moco_file(tmp_path/f'{name}.json')
+        assert t.task_type == tt and len(t.test) >= 100 and len(t.dev) >= 50
+        assert len({e.id for e in t.dev + t.test}) == len(t.dev) + len(t.test)
+    assert zoo_task_dicts() == zoo_task_dicts()
+
+def test_tokenizer_keeps_real_benchmark_prompts_short():
+    from moco.zoo_train import load_tokenizer, chars_per_token
+    from moco.core import Example
+    from moco.evaluate import format_prompt
+    d = Path(os.environ.get('MOCO_DATA_DIR', ''))
+    if not (d/'mmlu_redux.json').exists(): pytest.skip('MoCo benchmark files not found (set MOCO_DATA_DIR)')
+    tok = load_tokenizer()
+    for name, least in (('mmlu_redux', 2.8), ('gpqa_diamond', 2.3), ('medqa', 2.7), ('agieval', 2.9)):   # measured: 3.13 2.55 3.05 3.29
+        rows = json.loads((d/f'{name}.json').read_text())['test'][:100]
+        texts = [format_prompt(Example(str(r['id']), r['question'], r['answer'], r['choices']), 'multiple_choice') for r in rows]
+        assert chars_per_token(tok, texts) > least, name
+    rows = json.loads((d/'gsm8k.json').read_text())['test'][:100]
+    assert chars_per_token(tok, [r['input'] for r in rows]) > 2.7                                       # measured: 3.08
+
+# ---------------------------------------------------------------- the real zoo
+
+@pytest.fixture(scope='session')
+def built_zoo():
+    "The user-cache zoo, built once if it is missing (a few minutes on a CPU)."
+    return zoo.ensure(progress=False)
+
+def test_everything_loads_with_standard_classes(built_zoo):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from peft import PeftModel
+    base = AutoModelForCausalLM.from_pretrained(zoo.model_path('zoo/base'))
+    for name, m in zoo.MODELS.items():
+        p = zoo.model_path(f'zoo/{name}')
+        tok = AutoTokenizer.from_pretrained(p)
+        assert tok.chat_template and tok.eos_token and tok.pad_token and tok.pad_token != tok.eos_token, name
+        if m.kind == 'lora':
+            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(zoo.model_path(f'zoo/{m.base}')), p)
+            assert json.loads(Path(p, 'adapter_config.json').read_text())['base_model_name_or_path'] == zoo.model_path('zoo/base')
+        elif m.kind == 'reward_model':
+            model = AutoModelForSequenceClassification.from_pretrained(p); assert model.config.num_labels == 1
+        else: model = AutoModelForCausalLM.from_pretrained(p)
+        cfg = model.config
+        assert (getattr(cfg, 'head_dim', None) or cfg.hidden_size // cfg.num_attention_heads) >= 32, name
+        assert next(model.parameters()).dtype == torch.float32, name        # bf16 on disk, fp32 compute
+    assert type(AutoModelForCausalLM.from_pretrained(zoo.model_path('zoo/other'))).__name__ == 'GPT2LMHeadModel'
+    assert len(AutoTokenizer.from_pretrained(zoo.model_path('zoo/other'))) != len(AutoTokenizer.from_pretrained(zoo.model_path('zoo/base')))
+
+def test_zoo_is_small(built_zoo):
+    mb = sum(f.stat().st_size for f in built_zoo.rglob('*') if f.is_file()) / 2**20
+    assert mb <= 60, f'{mb:.1f} MB'
+
+def test_specialists_are_clearly_best_on_their_family(built_zoo):
+    check = zoo.manifest()['check']
+    for task, spec in zoo.SPECIALISTS.items():
+        rivals = [check[m][task] for m in check if m != spec]
+        assert check[spec][task] >= 0.9 and check[spec][task] - max(rivals) >= 0.3, (task, check)
+    n = {t: len(zoo.load_zoo_task(t).test) for t in zoo.SPECIALISTS}
+    union = {m: sum(check[m][t] * n[t] for t in n) / sum(n.values()) for m in check}
+    oracle_at_least = sum(check[s][t] * n[t] for t, s in zoo.SPECIALISTS.items()) / sum(n.values())
+    assert oracle_at_least - max(union.values()) >= 0.15, (union, oracle_at_least)
+
+def test_evaluation_reproduces_the_build_check(built_zoo):
+    got = zoo.item_scores('zoo/capitals', ['zoo_capitals'])['zoo_capitals']
+    assert round(sum(got) / len(got), 4) == zoo.manifest()['check']['capitals']['zoo_capitals']
+
+def test_lora_adapter_matches_its_specialist(built_zoo):
+    lora = zoo.item_scores('zoo/habitats-lora', ['zoo_habitats'])['zoo_habitats']
+    assert sum(lora) / len(lora) >= zoo.manifest()['check']['habitats']['zoo_habitats'] - 0.03
+
+def test_zoo_tasks_load_through_moco_data(built_zoo):
+    from moco.data import load_task
+    t = load_task('zoo_mix')
+    assert t.task_type == 'exact_match' and len(t.test) == 300 and {e.get('domain') for e in t.test} == {'arith', 'capitals', 'habitats'}
+
+def test_reward_model_ranks_answers_above_refusals(built_zoo):
+    "Measured on 400 held-out pairs: a real answer beats a refusal or truncated one every time; right vs wrong is near chance."
+    from moco.judges import Judges
+    from moco.zoo_tasks import reward_case
+    rng = random.Random(7); cases = [reward_case(rng) for _ in range(400)]
+    j = Judges(reward_model=zoo.model_path('zoo/reward'), device='cpu', batch_size=32)
+    good, bad = j.reward([c[0] for c in cases], [c[1] for c in cases]), j.reward([c[0] for c in cases], [c[2] for c in cases])
+    refusal = [("\\boxed" not in c[2] and 'Answer:' not in c[2]) for c in cases]
+    wins = [g > b for g, b in zip(good, bad)]
+    assert sum(refusal) >= 50 and all(w for w, r in zip(wins, refusal) if r)
+    assert sum(wins) / len(wins) >= 0.55      # measured 0.625
+
+def test_verifier_speaks_the_judges_protocol(built_zoo):
+    from moco.core import Example
+    from moco.judges import Judges, score_with_judges
+    j = Judges(verifier=zoo.model_path('zoo/verifier'), device='cpu', verifier_max_new_tokens=12)
+    ex = Example('1', 'What is the capital of Sigestan?', gold='Port Bozion', split='test')
+    s = score_with_judges([ex, ex], [r'\boxed{Port Bozion}', r'\boxed{Loupona}'], 'general_verifier', j)
+    assert s[0].value == 1.0 and s[0].detail == 'rule match'
+    assert s[1].value == 0.0 and s[1].detail == 'verifier: no'
+
+def test_majority_vote_of_specialists_on_zoo_mix(built_zoo, tmp_path):
+    "Disjoint specialists mostly disagree, so dev-based tie-breaking makes the vote track the best single model."
+    from moco.run import run
+    cfg = dict(method='text_majority_vote', task='zoo_mix', model_names=['zoo/arith', 'zoo/capitals', 'zoo/habitats'],
+               hyperparameters=dict(max_response_length=40, temperature=0, batch_size=64, tie='dev-based'), cache_dir='none')
+    rec = run(cfg, output_dir=tmp_path/'run', progress=False, baselines=True)
+    singles = rec.results['single_model_test_scores']
+    assert rec.score >= max(singles.values()) - 0.05, rec.table()
+    assert max(singles.values()) < 0.75                     # no single model covers the mix: the room methods compete for
+
+def test_quickstart_runs_on_the_zoo_and_prints_singles_next_to_the_method(built_zoo, tmp_path, capsys):
+    "The README's main command: a collaboration method on the zoo, printed next to each of its models alone."
+    from moco.cli import main, quickstart_config
+    cfg = quickstart_config()
+    assert cfg['task'].startswith('zoo_') and all(m.startswith('zoo/') for m in cfg['model_names'])
+    assert main(['quickstart', '-o', str(tmp_path/'qs')]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path/'qs'/'results.json').read_text())
+    singles = rec['single_model_test_scores']
+    assert set(singles) == set(cfg['model_names'])
+    for m, s in singles.items(): assert f'{m}' in out and f'{s:.3f}' in out
+    assert f"{cfg['method']}" in out and f"{rec['avg_test_score']:.3f}" in out and 'best single model' in out
+
+# ---------------------------------------------------------------- a clean build, timed and compared (minutes)
+
+@pytest.mark.slow
+def test_clean_build_is_fast_and_reproducible(built_zoo, tmp_path):
+    t0 = time.time()
+    root = zoo.build(seed=zoo.manifest()['seed'], root=tmp_path/'zoo', progress=False)
+    seconds = time.time() - t0
+    assert zoo.manifest(root)['check'] == zoo.manifest()['check']     # same seed, same greedy numbers
+    assert seconds < 20 * 60                                          # 10 minutes on 2 idle cores; slack for shared CI
