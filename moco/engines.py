@@ -11,9 +11,9 @@ from typing import Sequence
 from .core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, did_you_mean)
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
-           'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'pick_device',
-           'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available',
+           'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint',
+           'pick_device', 'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
 
 # %% ../nbs/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -105,19 +105,26 @@ def render_prompt(tok, req:Request)->tuple[str, list]:
     if _wants_bos(tok) and (not ids or ids[0] != tok.bos_token_id): ids = [tok.bos_token_id] + ids
     return text, ids
 
-# %% ../nbs/04_engines.ipynb #5e59739f
+# %% ../nbs/04_engines.ipynb #47c61110
+NUCLEUS_K = 256   # top-p first looks at the top 256 tokens (topk is ~7x cheaper than sorting a 4k vocabulary)
+
 def choose_tokens(scores, params:GenParams, generators:list|None):
     "Pick one token per row from next-token `scores` (B, V): argmax when greedy, else seeded temperature/top-p sampling."
     import torch
     scores = scores.float()
     if params.greedy or generators is None: return scores.argmax(-1)
     probs = torch.softmax(scores / params.temperature, -1)
-    sp, si = probs.sort(-1, descending=True)
+    V = probs.shape[-1]
+    k = min(V, NUCLEUS_K)
+    sp, si = probs.topk(k, -1) if k < V else probs.sort(-1, descending=True)
+    if k < V and not bool((sp.sum(-1) > params.top_p).all()):   # some nucleus reaches past the top k: sort everything
+        sp, si = probs.sort(-1, descending=True)
     cum = sp.cumsum(-1)
     sp = sp.masked_fill(cum - sp > params.top_p, 0.0)       # keep the smallest set reaching top_p
+    kept = (sp > 0).sum(-1, keepdim=True)
     cum = (sp / sp.sum(-1, keepdim=True)).cumsum(-1)
     u = torch.stack([torch.rand(1, generator=g) for g in generators]).to(scores.device)
-    idx = torch.searchsorted(cum, u).clamp_max(cum.shape[-1] - 1)
+    idx = torch.minimum(torch.searchsorted(cum, u), kept - 1)   # never past the nucleus (float rounding of the last cum)
     return si.gather(-1, idx).squeeze(-1)
 
 def row_generators(seeds:list, params:GenParams)->list|None:
@@ -205,7 +212,7 @@ class HFEngine(Engine):
                  dtype:str='auto',           # auto | float32 | bfloat16 | float16
                  batch_size:int=32,          # prompts per forward batch
                  trust_remote_code:bool=False,
-                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: 1 for small models)
+                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: torch's default, all cores)
                 ):
         import torch, transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -228,8 +235,7 @@ class HFEngine(Engine):
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
-        small = self.memory_bytes() < 512 * 2**20
-        self.cpu_threads = cpu_threads or (1 if self.device == 'cpu' and small else None)
+        self.cpu_threads = cpu_threads
         self.load_seconds = time.time() - t0
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
@@ -308,8 +314,11 @@ class HFEngine(Engine):
     def close(self)->None:
         "Drop the model and free accelerator memory."
         import gc, torch
-        self.model = None; gc.collect()
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        on_gpu = self.device != 'cpu'
+        self.model = None
+        if on_gpu:   # a full collection costs ~0.25 s with transformers loaded; on CPU, reference counting frees the weights
+            gc.collect()
+            if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 # %% ../nbs/04_engines.ipynb #56770b48
 @dataclass

@@ -282,3 +282,21 @@ def test_server_through_the_pool(tiny, server, hf, hf_greedy):
     out = pool.generate(tiny[0], [Request(hf.render(p)[0], chat=False) for p in PROMPTS], GREEDY)
     assert [server_text(o) for o in out] == [server_text(o) for o in hf_greedy]
     pool.close()
+
+def test_top_p_shortcut_picks_the_same_tokens_as_a_full_sort(monkeypatch):
+    "choose_tokens looks at the top NUCLEUS_K tokens first; peaked and flat distributions sample exactly as a full sort."
+    import torch
+    import moco.engines as E
+    from moco.core import GenParams
+    g = GenParams(max_new_tokens=4, temperature=0.7, top_p=0.9)
+    for spread in (0.1, 1.0, 3.0, 8.0):
+        x = torch.randn(16, 4096, generator=torch.Generator().manual_seed(int(spread * 10))) * spread
+        for trial in range(5):
+            gens = lambda: [torch.Generator().manual_seed(100 * trial + i) for i in range(16)]
+            fast = E.choose_tokens(x, g, gens())
+            monkeypatch.setattr(E, 'NUCLEUS_K', 10**9)
+            full = E.choose_tokens(x, g, gens())
+            monkeypatch.setattr(E, 'NUCLEUS_K', 256)
+            assert torch.equal(fast, full), spread
+            p = torch.softmax(x / 0.7, -1)
+            assert (p.gather(-1, fast[:, None]) > 0).all()
