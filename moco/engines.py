@@ -11,9 +11,9 @@ from typing import Sequence
 from .core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, did_you_mean)
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available',
-           'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint',
-           'pick_device', 'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ModelRef', 'resolve_model', 'resolve_model_path',
+           'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler',
+           'model_fingerprint', 'pick_device', 'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
 
 # %% ../nbs/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -200,7 +200,9 @@ def strip_think(text:str)->str:
     "Drop the reasoning of a `<think>…</think>` block, keeping what follows its last close tag."
     return text.rsplit('</think>', 1)[1].strip() if '</think>' in text else text
 
-# %% ../nbs/04_engines.ipynb #418d2235
+# %% ../nbs/04_engines.ipynb #314a0b9c
+UNPADDED_MIN = 64   # on CPU, batches whose longest prompt has at least this many tokens are prefilled row by row
+
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
     kind = 'hf'
@@ -286,12 +288,30 @@ class HFEngine(Engine):
             seeds = [reqs[i].seed if reqs[i].seed is not None else derive_seed(reqs[i].key()) for i in idx]
             sampler = None if (params.greedy and not params.logprobs) else RowSampler(seeds, params, self.device)
             with torch.inference_mode():
+                cache = self._unpadded_prefill(ids, width) if self.device == 'cpu' and width >= UNPADDED_MIN else None
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
-                                          logits_processor=[sampler] if sampler else None)
+                                          logits_processor=[sampler] if sampler else None,
+                                          **({'past_key_values': cache} if cache is not None else {}))
             for row, i in enumerate(idx):
                 out[i] = self._completion(gen[row, width:].tolist(), len(ids[row]), params,
                                           sampler.logprobs[row] if sampler and params.logprobs else None)
         return out
+
+    def _unpadded_prefill(self, ids:list, width:int):
+        "KV cache of every row's prompt but its last token, each computed alone (no padding mask), left-padded into one batch."
+        import torch
+        from transformers import DynamicCache
+        if min(len(x) for x in ids) < 2: return None
+        caches = []
+        for x in ids:
+            c = self.model(input_ids=torch.tensor([x[:-1]], device=self.device), use_cache=True, logits_to_keep=1).past_key_values
+            if type(c) is not DynamicCache or not all(hasattr(l, 'keys') and l.keys is not None for l in c.layers): return None
+            caches.append(c)
+        merged, F = DynamicCache(), torch.nn.functional
+        for j in range(len(caches[0].layers)):
+            lp = lambda t: F.pad(t, (0, 0, width - 1 - t.shape[2], 0))    # zeros on the left, masked out like padding
+            merged.update(torch.cat([lp(c.layers[j].keys) for c in caches]), torch.cat([lp(c.layers[j].values) for c in caches]), j)
+        return merged
 
     def _completion(self, toks:list, n_prompt:int, params:GenParams, logprobs)->Completion:
         "Cut at EOS, decode, strip think blocks and stop strings."
@@ -320,7 +340,7 @@ class HFEngine(Engine):
             gc.collect()
             if torch.cuda.is_available(): torch.cuda.empty_cache()
 
-# %% ../nbs/04_engines.ipynb #56770b48
+# %% ../nbs/04_engines.ipynb #7f1b4cf8
 @dataclass
 class DecodeState:
     "A batch being decoded token by token: KV cache, attention mask, next positions, current logits."
@@ -330,7 +350,7 @@ class DecodeState:
     logits: object           # (batch, vocab) float32 next-token logits
     prompt_tokens: list      # prompt length of each row
 
-# %% ../nbs/04_engines.ipynb #76078cff
+# %% ../nbs/04_engines.ipynb #4e54cb0d
 from fastcore.basics import patch
 
 @patch
