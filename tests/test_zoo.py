@@ -189,6 +189,18 @@ def test_majority_vote_of_specialists_on_zoo_mix(built_zoo, tmp_path):
     assert rec.score >= max(singles.values()) - 0.05, rec.table()
     assert max(singles.values()) < 0.75                     # no single model covers the mix: the room methods compete for
 
+def test_moco_run_single_model_on_a_zoo_task_prints_its_score(built_zoo, tmp_path, capsys):
+    "`moco run` of single_model on a zoo task reproduces the build's own check of that model."
+    from moco.cli import main
+    cfg = tmp_path/'cfg.json'
+    cfg.write_text(json.dumps(dict(method='single_model', task='zoo_habitats', model_names=['zoo/habitats'], cache_dir='none',
+                                   hyperparameters=dict(max_response_length=40, temperature=0, batch_size=64))))
+    assert main(['run', str(cfg), '-o', str(tmp_path/'run'), '--no-progress']) == 0
+    out = capsys.readouterr().out
+    score = json.loads((tmp_path/'run'/'results.json').read_text())['avg_test_score']
+    assert score == pytest.approx(zoo.manifest()['check']['habitats']['zoo_habitats'], abs=1e-4)
+    assert 'zoo_habitats' in out and f'{score:.3f}' in out
+
 def test_quickstart_runs_on_the_zoo_and_prints_singles_next_to_the_method(built_zoo, tmp_path, capsys):
     "The README's main command: a collaboration method on the zoo, printed next to each of its models alone."
     from moco.cli import main, quickstart_config
