@@ -238,6 +238,7 @@ class HFEngine(Engine):
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
         self.cpu_threads = cpu_threads
+        self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
         self.load_seconds = time.time() - t0
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
@@ -301,11 +302,12 @@ class HFEngine(Engine):
         "KV cache of every row's prompt but its last token, each computed alone (no padding mask), left-padded into one batch."
         import torch
         from transformers import DynamicCache
-        if min(len(x) for x in ids) < 2: return None
+        if self._padded_only or min(len(x) for x in ids) < 2: return None
         caches = []
         for x in ids:
             c = self.model(input_ids=torch.tensor([x[:-1]], device=self.device), use_cache=True, logits_to_keep=1).past_key_values
-            if type(c) is not DynamicCache or not all(hasattr(l, 'keys') and l.keys is not None for l in c.layers): return None
+            if type(c) is not DynamicCache or not all(hasattr(l, 'keys') and l.keys is not None for l in c.layers):
+                self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
             caches.append(c)
         merged, F = DynamicCache(), torch.nn.functional
         for j in range(len(caches[0].layers)):

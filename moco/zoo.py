@@ -16,7 +16,7 @@ __all__ = ['RECIPE_VERSION', 'MODELS', 'SPECIALISTS', 'RECIPE', 'STAGES', 'zoo_h
            'markdown_table', 'contents']
 
 # %% ../nbs/70_zoo.ipynb #ab0b7fa1
-RECIPE_VERSION = 4   # bump when a change to the recipe changes the models (a cached zoo of another version is rebuilt)
+RECIPE_VERSION = 5   # bump when a change to the recipe changes the models (a cached zoo of another version is rebuilt)
 
 def zoo_home()->Path:
     "Root folder of the zoo: `$MOCO_HOME/zoo`, else `~/.cache/moco/zoo`."
@@ -284,12 +284,11 @@ def item_scores(model:str,             # zoo name ('zoo/arith'), folder or hub i
                 **engine_kw,           # passed to HFEngine (batch_size, cpu_threads, ...)
                )->dict[str, list]:
     "Per-item greedy scores of `model` on each task in `tasks`."
-    import torch
     from moco.engines import HFEngine
     from moco.data import load_task
     from moco.evaluate import format_prompt, score_outputs
     from moco.core import GenParams
-    engine_kw = dict(dict(device='cpu', batch_size=100, cpu_threads=torch.get_num_threads()), **engine_kw)
+    engine_kw = dict(dict(device='cpu', batch_size=100), **engine_kw)
     eng, out = HFEngine(model, **engine_kw), {}
     try:
         for t in tasks:

@@ -244,9 +244,9 @@ def reward_model_from(base, tok):
     return rm
 
 def reward_ids(tok, prompt:str, response:str)->list:
-    "Token ids of a (prompt, response) chat, as `moco.judges` renders it for a reward model."
-    text = tok.apply_chat_template([{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': response}], tokenize=False)
-    return tok(text, add_special_tokens=False).input_ids
+    "Token ids of a (prompt, response) chat, rendered by `moco.judges` itself: the reward model trains on what it will score."
+    from moco.judges import _render_chat
+    return _render_chat(tok, prompt, response)
 
 def reward_scores(rm, tok, prompts:list, responses:list):
     "Rewards (a 1-d tensor) of (prompt, response) pairs, right-padded in one batch."
