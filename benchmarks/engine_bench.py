@@ -20,7 +20,7 @@ REFERENCE_SECONDS = 547.0   # MoCo 1.1.2 running this workload on this 2-core ma
 
 def models(kind):
     if kind == 'zoo':
-        from moco import zoo
+        from moco.zoo import builder as zoo
         zoo.ensure()
         return ['zoo/arith', 'zoo/capitals', 'zoo/habitats']
     from moco.tinymodels import tiny_llama
@@ -44,7 +44,7 @@ def bench_workload(names, tmp):
 
 def bench_throughput(path, n=32, new=64):
     import torch
-    from moco.engines import HFEngine
+    from moco.engines.hf import HFEngine
     from moco.core import GenParams
     eng = HFEngine(path, device='cpu', dtype='float32')
     prompts = [f"Question {i}: what is {i} plus {2*i}? Explain briefly." for i in range(n)]
@@ -67,9 +67,9 @@ def bench_throughput(path, n=32, new=64):
 
 def bench_joint(names, steps=128):
     import torch
-    from moco.pool import ModelPool
+    from moco.serving.pool import ModelPool
     from moco.core import GenParams
-    from moco.decoding import joint_decode, mean_logits
+    from moco.engines.decoding import joint_decode, mean_logits
     pool = ModelPool(names)
     engines = [pool.engine(n) for n in names]
     prompts = ["Explain, step by step, how to add two numbers with carrying."] * 4
@@ -97,12 +97,12 @@ if __name__ == '__main__':
     kind = a.models
     if kind is None:
         try:
-            from moco import zoo; kind = 'zoo' if zoo.is_built() else 'tiny'
+            from moco.zoo import builder as zoo; kind = 'zoo' if zoo.is_built() else 'tiny'
         except Exception: kind = 'tiny'
     names = models(kind)
     print(f"models: {kind} {names}  (cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f})")
     tmp = Path(tempfile.mkdtemp())
-    from moco.pool import ModelPool
-    bench_throughput(ModelPool([names[0]]).refs[names[0]].base if not names[0].startswith('zoo/') else __import__('moco.zoo', fromlist=['x']).model_path(names[0]))
+    from moco.serving.pool import ModelPool
+    bench_throughput(ModelPool([names[0]]).refs[names[0]].base if not names[0].startswith('zoo/') else __import__('moco.zoo.builder', fromlist=['x']).model_path(names[0]))
     bench_joint(names, 32 if a.quick else 128)
     if not a.quick: bench_workload(names, tmp)

@@ -14,7 +14,7 @@ from pathlib import Path
 CHILD = r"""
 import sys, time, json
 t0 = time.time()
-from moco import zoo
+from moco.zoo import builder as zoo
 root = zoo.build(seed=int(sys.argv[2]), root=sys.argv[1], progress=sys.argv[3] == '1')
 print(json.dumps({'seconds': time.time() - t0}))
 """
@@ -35,7 +35,7 @@ def check_loading(root:Path)->dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from peft import PeftModel
-    from moco.zoo import MODELS
+    from moco.zoo.builder import MODELS
     out = {}
     for name, m in MODELS.items():
         p = root/'models'/name
@@ -65,7 +65,7 @@ def main():
     root = Path(a.root or tempfile.mkdtemp(prefix='moco-zoo-bench-'))
     if root.exists() and any(root.iterdir()): shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    from moco import zoo
+    from moco.zoo import builder as zoo
     import torch
     rep = dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), load_avg_before=os.getloadavg())
     rep['build'] = build_once(root, a.seed, not a.no_progress)

@@ -43,24 +43,24 @@ def cmd_methods(a):
 
 def cmd_datasets(a):
     "List the known datasets and whether they are present."
-    from moco.data import list_datasets
+    from moco.data.load import list_datasets
     rows = list_datasets(data_dir=a.data_dir)
     _print_table(rows, [c for c in ('name', 'task_type', 'dev', 'test', 'present') if not rows or c in rows[0]])
 
 def cmd_data_fetch(a):
     "Download the MoCo benchmark files into the user cache."
-    from moco.data import fetch_moco_data
+    from moco.data.fetch import fetch_moco_data
     print(f"datasets in {fetch_moco_data(a.names or None)}")
 
 def cmd_zoo_build(a):
     "Build the tiny model zoo into the user cache."
-    from moco import zoo
+    from moco.zoo import builder as zoo
     print(f"zoo at {zoo.build(seed=a.seed, force=a.force, progress=True)}")
 
 def cmd_cache(a):
     "Show or clear the generation cache."
-    from moco.cache import GenerationCache
-    from moco.data import moco_home
+    from moco.serving.cache import GenerationCache
+    from moco.data.tasks import moco_home
     c = GenerationCache(Path(a.cache_dir or moco_home() / 'cache') / 'generations.sqlite')
     if a.action == 'clear': print(f"removed {c.clear(a.model)} cached completions")
     else: print(json.dumps(c.stats(), indent=2))
@@ -68,8 +68,8 @@ def cmd_cache(a):
 # %% ../nbs/80_cli.ipynb #8b33e2e1
 def cmd_score(a):
     "Re-score a samples.jsonl file without any model."
-    from moco.data import load_task
-    from moco.evaluate import score_outputs
+    from moco.data.load import load_task
+    from moco.scoring.evaluate import score_outputs
     path = Path(a.samples)
     if not path.exists(): raise MocoError(f"{path} does not exist; pass the samples.jsonl of a run directory.")
     rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]

@@ -115,7 +115,7 @@ class RunConfig:
     engine: Any = 'hf'                    # engine kind or an object of `EngineSettings` fields
     output_dir: str|None = None           # where the run record goes (CLI -o overrides)
     limit: int|None = None                # use only the first N dev and N test examples (quick runs)
-    dataset: dict|None = None             # bring-your-own-data spec (see moco.data)
+    dataset: dict|None = None             # bring-your-own-data spec (see moco.data.tasks)
     judges: dict|None = None              # judge models for reward/verifier/diversity scoring
     name: str|None = None                 # a label for the run record
     cache_dir: str|None = None            # generation cache folder (default: the user cache); "none" disables it

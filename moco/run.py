@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 from .core import MocoError, ConfigError, ModelError, TASK_TYPES, did_you_mean
 from .config import RunConfig, load_config
-from .engines import resolve_model, check_model_available
-from .cache import GenerationCache, Ledger
-from .pool import ModelPool, engine_class
+from .providers import provider_for, provided
+from .engines.hf import resolve_model, check_model_available
+from .serving.cache import GenerationCache, Ledger
+from .serving.pool import ModelPool
+from .engines.registry import engine_class
 from .method import RunContext, MethodResult, get_method, check_requirements
 
 # %% auto #0
@@ -31,32 +33,28 @@ class RunPlan:
     task: Any
     refs: dict
     notes: list = field(default_factory=list)   # things not checked (e.g. hub models not downloaded yet)
+    pending: list = field(default_factory=list) # provider models (the tiny zoo's) to build before the run
 
-def _zoo_names_ok(models):
-    "Check zoo model names without building the zoo."
-    zoo_models = [m for m in models if m.startswith('zoo/')]
-    if not zoo_models: return
-    from moco import zoo
-    known = list(getattr(zoo, 'MODELS', {}))
-    for m in zoo_models:
-        if known and m.split('/', 1)[1] not in known and m not in known:
-            raise ModelError(f"Unknown zoo model {m!r}{did_you_mean(m.split('/',1)[1], known)}; zoo models: {', '.join('zoo/'+k for k in known)}.")
+def _unbuilt_provider_models(models)->list[str]:
+    "The models served by a provider (the tiny zoo's) that are not built yet; every such name is checked, nothing is built."
+    pending = []
+    for m in models:
+        p = provider_for('model', m)
+        if p is None: continue
+        prov = p.load(); prov.check(m)
+        if not prov.ready(m): pending.append(m)
+    return pending
 
 def validate_config(config, strict_models:bool=True)->RunPlan:
     "Validate a config completely (structure, method, hyperparameters, task, models, requirements) without compute."
     cfg = load_config(config)
     method = get_method(cfg.method)
     params = method.make_params(cfg.method_params)
-    from moco.data import load_task
+    from moco.data.load import load_task
     task = load_task(cfg.task, data_dir=cfg.data_dir, task_type=cfg.task_type, spec=cfg.dataset)
-    _zoo_names_ok(cfg.model_names)
-    refs, notes = {}, []
-    zoo_built = True
-    if any(m.startswith('zoo/') for m in cfg.model_names):
-        from moco import zoo
-        zoo_built = bool(getattr(zoo, 'is_built', lambda: False)())
-        if not zoo_built: notes.append('the tiny zoo is not built yet; it will be built on first run')
-    if zoo_built: refs = {m: resolve_model(m) for m in cfg.model_names}
+    pending, notes = _unbuilt_provider_models(cfg.model_names), []
+    if pending: notes.append(f"{', '.join(pending)} {'is' if len(pending) == 1 else 'are'} not built yet; built on first run")
+    refs = {} if pending else {m: resolve_model(m) for m in cfg.model_names}
     if cfg.engine_settings.kind != 'openai':
         for ref in refs.values():
             try: check_model_available(ref)
@@ -65,7 +63,7 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
                 notes.append(str(e))
     check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs,
                        cfg.engine_settings.executor)
-    return RunPlan(cfg, method, params, task, refs, notes)
+    return RunPlan(cfg, method, params, task, refs, notes, pending)
 
 # %% ../nbs/60_run.ipynb #14ceffaf
 def environment_info()->dict:
@@ -112,7 +110,7 @@ def _run_dir(cfg:RunConfig, output_dir)->Path:
 def _cache(cfg:RunConfig):
     "The generation cache named by the config (user cache by default)."
     if cfg.cache_dir and cfg.cache_dir.lower() == 'none': return None
-    from moco.data import moco_home
+    from moco.data.tasks import moco_home
     return GenerationCache(Path(cfg.cache_dir or moco_home() / 'cache') / 'generations.sqlite')
 
 def _apply_limits(task, cfg:RunConfig):
@@ -132,10 +130,10 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
     "Run one config end to end and write its record."
     t0 = time.time()
     plan = validate_config(config)
+    if plan.pending:   # build the provider models the run needs (only those), then check their requirements too
+        for m in plan.pending: provided('model', m)
+        plan = validate_config(config)
     cfg, task = plan.config, _apply_limits(plan.task, plan.config)
-    if any(m.startswith('zoo/') for m in cfg.model_names):
-        from moco import zoo
-        zoo.ensure()
     rundir = _run_dir(cfg, output_dir); rundir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(rundir / 'run.log'); handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     log.addHandler(handler); log.setLevel(logging.INFO)
@@ -169,7 +167,7 @@ def _mean(scores)->float: return sum(s.value for s in scores) / max(len(scores),
 
 def _judges(cfg:RunConfig):
     "The run's judge models (reward model, verifier, embedder): configured once, loaded only when a scorer needs one."
-    from moco.judges import make_judges
+    from moco.scoring.judges import make_judges
     return make_judges(cfg.judges or {})
 
 # %% ../nbs/60_run.ipynb #b0c4fddd

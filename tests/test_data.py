@@ -1,10 +1,12 @@
-"""moco.data on MoCo's real benchmark files (MOCO_DATA_DIR, set by conftest to ../shared/data/moco when it exists)."""
+"""moco.data.tasks on MoCo's real benchmark files (MOCO_DATA_DIR, set by conftest to ../shared/data/moco when it exists)."""
 import hashlib, os, string
 from collections import Counter
 from pathlib import Path
 import pytest
 from moco.core import ConfigError, DataError, TASK_TYPES
-from moco.data import (DATASETS, MOCO_SHA256, list_datasets, load_task, fetch_moco_data, moco_home)
+from moco.data.tasks import DATASETS, MOCO_SHA256, moco_home
+from moco.data.load import list_datasets, load_task
+from moco.data.fetch import fetch_moco_data
 
 # The dataset table of reference-methods.md (MoCo 1.1.2, section 3): name -> (task_type, dev, test).
 TABLE = {

@@ -1,10 +1,12 @@
-"""Bring-your-own-data and hostile input for moco.data: Hugging Face loading (offline), odd files, fetch failures."""
+"""Bring-your-own-data and hostile input for moco.data.tasks: Hugging Face loading (offline), odd files, fetch failures."""
 import json, os, time
 from pathlib import Path
 import pytest
 from moco.core import ConfigError, DataError
-from moco import data as D
-from moco import fetch as F
+from types import SimpleNamespace
+from moco.data import tasks, byod, load
+from moco.data import fetch as F
+D = SimpleNamespace(**{k: v for m in (tasks, F, byod, load) for k, v in vars(m).items() if not k.startswith('__')})  # the data layer's names
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_moco_home, monkeypatch):

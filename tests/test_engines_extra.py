@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from moco.core import GenParams, Request, EngineError, ModelError
 from moco.config import EngineSettings
-from moco.engines import HFEngine, ModelRef, model_fingerprint
+from moco.engines.hf import HFEngine, ModelRef, model_fingerprint
 
 GREEDY = GenParams(max_new_tokens=40, temperature=0, logprobs=True)
 SAMPLED = GenParams(max_new_tokens=16, temperature=1.0, top_p=0.95)
@@ -28,7 +28,7 @@ PROMPTS = ['What is 2+2?',
 @functools.cache
 def vllm_reason():
     "Why vLLM cannot run here, or None (imports vllm once)."
-    from moco.engines_vllm import vllm_missing
+    from moco.engines.vllm import vllm_missing
     return vllm_missing()
 
 def need_vllm():
@@ -76,7 +76,7 @@ def hf_greedy(hf):
 @pytest.fixture(scope='module')
 def veng(tiny):
     need_vllm()
-    from moco.engines_vllm import VLLMEngine
+    from moco.engines.vllm import VLLMEngine
     eng = VLLMEngine(tiny[0], name='tiny', device='cpu', dtype='float32', kv_cache_gb=0.5)
     yield eng
     eng.close()
@@ -112,7 +112,7 @@ def server(tiny, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def oeng(tiny, server):
-    from moco.engines_openai import OpenAIEngine
+    from moco.engines.openai import OpenAIEngine
     eng = OpenAIEngine(tiny[0], base_url=server, concurrency=4)
     yield eng
     eng.close()
@@ -121,30 +121,30 @@ def oeng(tiny, server):
 # ---------------------------------------------------------------- bad input: one clear error, before compute
 
 def test_unknown_engine_names_the_choices():
-    from moco.pool import engine_class
+    from moco.engines.registry import engine_class
     with pytest.raises(EngineError, match="did you mean 'vllm'"): engine_class('vlm')
 
 def test_missing_vllm_extra_names_the_install(monkeypatch, tiny):
-    from moco.engines_vllm import VLLMEngine
+    from moco.engines.vllm import VLLMEngine
     monkeypatch.setitem(sys.modules, 'vllm', None)   # what a machine without the extra looks like
     assert "pip install 'moco-collab[vllm]'" in VLLMEngine.unavailable()   # askable before any model loads
     with pytest.raises(EngineError, match=r"pip install 'moco-collab\[vllm\]'"): VLLMEngine(tiny[0])
 
 def test_missing_openai_extra_names_the_install(monkeypatch):
-    from moco.engines_openai import OpenAIEngine
+    from moco.engines.openai import OpenAIEngine
     monkeypatch.setitem(sys.modules, 'openai', None)
     assert "pip install 'moco-collab[openai]'" in OpenAIEngine.unavailable()
     with pytest.raises(EngineError, match=r"pip install 'moco-collab\[openai\]'"): OpenAIEngine('m', base_url='http://127.0.0.1:1/v1')
 
 def test_vllm_missing_model_fails_before_loading():
     need_vllm()
-    from moco.engines_vllm import VLLMEngine
+    from moco.engines.vllm import VLLMEngine
     with pytest.raises(ModelError, match='does not exist'): VLLMEngine('/no/such/model')
 
 def test_openai_unreachable_server_is_one_fast_error():
     need_openai()
-    from moco.engines_openai import OpenAIEngine
-    from moco.pool import ModelPool
+    from moco.engines.openai import OpenAIEngine
+    from moco.serving.pool import ModelPool
     url = f'http://127.0.0.1:{free_port()}/v1'
     t0 = time.time()
     with pytest.raises(EngineError, match=f'Cannot reach the OpenAI-compatible server at {url}; start it or fix engine.base_url'):
@@ -155,7 +155,7 @@ def test_openai_unreachable_server_is_one_fast_error():
 
 def test_openai_remote_server_without_key(monkeypatch):
     need_openai()
-    from moco.engines_openai import OpenAIEngine
+    from moco.engines.openai import OpenAIEngine
     monkeypatch.delenv('MOCO_TEST_KEY', raising=False)
     with pytest.raises(EngineError, match='set the environment variable MOCO_TEST_KEY'):
         OpenAIEngine('gpt-x', settings=EngineSettings(kind='openai', base_url='https://llm.example.invalid/v1', api_key_env='MOCO_TEST_KEY'))
@@ -191,7 +191,7 @@ def test_vllm_long_prompt_refused_before_compute(veng):
 def test_vllm_through_the_pool(tiny, hf_greedy, tmp_path):
     "ModelPool builds the vLLM engine from EngineSettings (options reach vllm.LLM) and caches its answers."
     need_vllm()
-    from moco.pool import ModelPool
+    from moco.serving.pool import ModelPool
     pool = ModelPool([tiny[0]], engine=EngineSettings(kind='vllm', device='cpu', dtype='float32', options={'kv_cache_gb': 0.25}),
                      cache=tmp_path / 'cache.sqlite')
     try:
@@ -208,7 +208,7 @@ def test_vllm_lora_equals_hf_peft(tiny, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from moco.engines_vllm import VLLMEngine
+    from moco.engines.vllm import VLLMEngine
     torch.manual_seed(1)
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny[0]),
                           LoraConfig(r=8, lora_alpha=16, target_modules=['q_proj', 'v_proj', 'o_proj'], init_lora_weights=False))
@@ -243,7 +243,7 @@ def test_server_raw_completion_equals_hf(oeng, hf, hf_greedy):
 
 def test_server_chat_prefix_continues_the_template(oeng, hf, tiny, server):
     "A chat prefix is continued (vLLM continue_final_message): the same tokens as the raw template text + prefix."
-    from moco.engines_openai import OpenAIEngine
+    from moco.engines.openai import OpenAIEngine
     chat = oeng.generate([Request('What is 2+2?', prefix='The answer'), 'What is 2+2?'], GREEDY)
     assert all(c.token_ids and c.prompt_tokens > 0 for c in chat)
     assert len(chat[0].logprobs) == len(chat[0].token_ids)
@@ -266,7 +266,7 @@ def test_server_concurrent_requests_keep_their_order(oeng):
     assert [o.text for o in oeng.generate(reqs, g)] == [oeng.generate([r], g)[0].text for r in reqs]
 
 def test_server_checks_the_model_name(server, tiny):
-    from moco.engines_openai import OpenAIEngine
+    from moco.engines.openai import OpenAIEngine
     with pytest.raises(EngineError, match='does not serve model'): OpenAIEngine('no-such-model', base_url=server)
     eng = OpenAIEngine(tiny[0], base_url=server)
     assert eng.server == 'vllm' and eng.model_id == tiny[0] and eng.info['max_model_len'] == 2048
@@ -277,7 +277,7 @@ def test_server_refusal_is_an_engine_error(oeng):
     with pytest.raises(EngineError, match='HTTP 400'): oeng.generate(['hi'], GenParams(max_new_tokens=5000, temperature=0))
 
 def test_server_through_the_pool(tiny, server, hf, hf_greedy):
-    from moco.pool import ModelPool
+    from moco.serving.pool import ModelPool
     pool = ModelPool([tiny[0]], engine=EngineSettings(kind='openai', base_url=server, options={'concurrency': 2}))
     out = pool.generate(tiny[0], [Request(hf.render(p)[0], chat=False) for p in PROMPTS], GREEDY)
     assert [server_text(o) for o in out] == [server_text(o) for o in hf_greedy]
@@ -286,7 +286,7 @@ def test_server_through_the_pool(tiny, server, hf, hf_greedy):
 def test_top_p_shortcut_picks_the_same_tokens_as_a_full_sort(monkeypatch):
     "choose_tokens looks at the top NUCLEUS_K tokens first; peaked and flat distributions sample exactly as a full sort."
     import torch
-    import moco.engines as E
+    import moco.engines.hf as E
     from moco.core import GenParams
     g = GenParams(max_new_tokens=4, temperature=0.7, top_p=0.9)
     for spread in (0.1, 1.0, 3.0, 8.0):
@@ -303,7 +303,7 @@ def test_top_p_shortcut_picks_the_same_tokens_as_a_full_sort(monkeypatch):
 
 def test_unpadded_prefill_gives_the_same_tokens(monkeypatch):
     "Row-by-row prefill merged into a left-padded cache generates exactly what the padded, masked batch generates."
-    import moco.engines as E
+    import moco.engines.hf as E
     from moco.core import GenParams, Request
     from moco.tinymodels import tiny_llama
     eng = E.HFEngine(tiny_llama(seed=5), name='t', device='cpu', batch_size=4)

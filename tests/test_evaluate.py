@@ -1,4 +1,4 @@
-"""moco.evaluate on the real benchmark files and on hostile or tricky responses.
+"""moco.scoring.evaluate on the real benchmark files and on hostile or tricky responses.
 
 Every dev split of every answer-scored dataset must score 1.0 when fed its own gold answers written the way models
 write them, and no more than chance agreement when the golds are shuffled. Judge-, sandbox- and IFEval-scored task
@@ -6,14 +6,16 @@ types are checked for what is meaningful there (see test_evaluate_tasks.py and t
 import os, random, time
 import pytest
 from moco.core import Example, Score, ScoringError
-from moco.evaluate import (format_prompt, extract_answer, answer_key, answers_match, score_output, score_outputs,
+from moco.scoring.evaluate import (format_prompt, extract_answer, answer_key, answers_match, score_output, score_outputs,
                            extract_choice, extract_short_answer, parse_number, gold_aliases)
 
-data = pytest.importorskip('moco.data')
+from moco.core import DataError
+from moco.data import tasks as data
+from moco.data.load import load_task
 
 def _task(name):
-    try: return data.load_task(name)
-    except Exception as e: pytest.skip(f'{name}: benchmark file not available ({type(e).__name__}); set MOCO_DATA_DIR')
+    try: return load_task(name)
+    except DataError as e: pytest.skip(f'{name}: benchmark file not available ({type(e).__name__}); set MOCO_DATA_DIR')
 
 ANSWER_SETS = ['agieval', 'agieval_tiny', 'arc_challenge', 'bixbench', 'blend', 'chembench', 'communitybench',
                'culturalbench_hard', 'gpqa_diamond', 'gpqa_extended', 'gpqa_main', 'kaleidoscope', 'lab_bench', 'medmcqa',
@@ -192,7 +194,7 @@ def test_text_generation_and_errors():
     assert score_output(Example('x', 'q', gold='1'), None, 'exact_match').value == 0.0
 
 def test_coding_dispatches_to_the_sandbox():
-    pytest.importorskip('moco.sandbox')
+    pytest.importorskip('moco.scoring.sandbox')
     ex = Example('t', 'Write double(x).', gold='def check(candidate):\n    assert candidate(2) == 4\n',
                  fields={'test': 'def check(candidate):\n    assert candidate(2) == 4\n'})
     good, bad = score_outputs([ex, ex], ["```python\ndef double(x):\n    return 2 * x\n```", "```python\ndef double(x):\n    return x\n```"], 'coding')

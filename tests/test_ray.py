@@ -7,9 +7,9 @@ import pytest
 ray = pytest.importorskip('ray', reason="Ray is not installed (pip install 'moco-collab[ray]')")
 from moco.core import GenParams, Request, ModelError, EngineError
 from moco.config import EngineSettings
-from moco.engines import HFEngine, ModelRef, resolve_model
-from moco.placement import plan_models
-from moco.ray_executor import make_ray_engine, RayEngine, cluster_devices
+from moco.engines.hf import HFEngine, ModelRef, resolve_model
+from moco.serving.placement import plan_models
+from moco.serving.ray_executor import make_ray_engine, RayEngine, cluster_devices
 
 SETTINGS = EngineSettings(device='cpu', dtype='float32', executor='ray')
 PROMPTS = ['What is 2+2?', 'Name a colour.', Request(messages=({'role': 'user', 'content': 'Hi'},), prefix='The answer'),
@@ -58,7 +58,7 @@ def test_actor_reused_and_separate_per_model(served):
     assert a.generate([], GenParams()) == []
 
 def test_pool_serves_through_ray_with_cache(served, tmp_path):
-    from moco.pool import ModelPool
+    from moco.serving.pool import ModelPool
     refs, engines = served
     pool = ModelPool([refs['tiny-a'].base], engine=SETTINGS, cache=tmp_path / 'cache.sqlite')
     pool.engines[pool.names[0]] = engines['tiny-a']                  # what pool.make_engine will do for executor 'ray'

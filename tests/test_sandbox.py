@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from moco.core import Example, ScoringError
-from moco.sandbox import extract_code, run_many, run_python
-from moco.codescore import score_coding, score_kernel_bench, score_many, score_smdd
+from moco.scoring.sandbox import extract_code, run_many, run_python
+from moco.scoring.codescore import score_coding, score_kernel_bench, score_many, score_smdd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('MOCO_DATA_DIR') or ROOT.parent / 'shared' / 'data' / 'moco')
@@ -256,7 +256,7 @@ _find_spec = importlib.util.find_spec
 
 
 def test_kernel_bench_without_a_gpu_is_an_error_not_a_zero():
-    from moco.codescore import _kernel_bench_missing
+    from moco.scoring.codescore import _kernel_bench_missing
     if not _kernel_bench_missing(): pytest.skip('this machine can score kernel_bench')
     row = next(iter(_rows('kernelbench').values()))
     with pytest.raises(ScoringError, match='kernel_bench needs a CUDA GPU with nvcc'):

