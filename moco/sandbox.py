@@ -4,7 +4,7 @@
 
 # %% ../nbs/03a_sandbox.ipynb #57be05ac
 from __future__ import annotations
-import functools, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time
+import functools, json, os, re, select, shutil, signal, subprocess, sys, tempfile, threading, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -30,7 +30,7 @@ class SandboxResult:
 # %% ../nbs/03a_sandbox.ipynb #ce116e70
 _CHILD = r"""
 import sys, os, json
-C = json.loads(sys.argv[1])
+C = json.loads(sys.argv[-1])
 TMP, TAG = C['tmp'], C['tag']
 layers, blocked = [], []
 
@@ -45,49 +45,276 @@ def deny(kind, what):
     if kind not in blocked: blocked.append(kind); say(blocked=kind, what=what)
     raise SandboxViolation(f'blocked: {kind} ({what})')
 
-def isolate():
-    "Namespaces, a read-only filesystem, no-new-privs and seccomp (Linux; each step optional)."
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, 'prctl'): return
-    libc.prctl(1, 9, 0, 0, 0)                                   # PR_SET_PDEATHSIG: SIGKILL when the parent dies
-    if libc.prctl(38, 1, 0, 0, 0) == 0: layers.append('no_new_privs')
-    if libc.unshare(0x10000000 | 0x40000000 | 0x00020000) == 0:   # CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS
-        layers.append('netns')
-        libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_void_p)
-        if (libc.mount(None, b'/', None, 16384 | (1 << 18), None) == 0                   # MS_REC | MS_PRIVATE
-                and libc.mount(TMP.encode(), TMP.encode(), None, 4096 | 16384, None) == 0):  # bind the temp dir
-            ok = True
-            for line in open('/proc/self/mountinfo'):
-                mp = line.split()[4].encode().decode('unicode_escape')
-                if mp == TMP or mp.startswith('/proc'): continue
-                try: f = os.statvfs(mp).f_flag
-                except OSError: continue
-                keep = (f & (2 | 4 | 8 | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)  # nosuid nodev noexec atime
-                r = libc.mount(None, mp.encode(), None, 32 | 4096 | 1 | keep, None)     # REMOUNT | BIND | RDONLY
-                if mp == '/': ok = ok and r == 0
-            os.chdir(TMP)                                       # re-enter the temp dir through its writable mount
-            if ok: layers.append('readonly_fs')
-    if C['gpu']: return
+USER, MNT, NET, IPC, PID = 0x10000000, 0x00020000, 0x40000000, 0x08000000, 0x20000000
+NAMES = {USER: 'userns', NET: 'netns', IPC: 'ipcns', PID: 'pidns'}
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+
+class Linux:
+    "The kernel calls the sandbox needs (through ctypes: no `os.unshare`/`mount` in Python 3.11)."
+    def __init__(self):
+        import ctypes
+        self.ct, self.libc = ctypes, ctypes.CDLL(None, use_errno=True)
+        self.libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_void_p)
+    def prctl(self, *a): return self.libc.prctl(*a, *[0] * (5 - len(a)))
+    def unshare(self, flags): return self.libc.unshare(flags) == 0
+    def mount(self, src, dst, fs, flags, data=None):
+        b = lambda s: s.encode() if isinstance(s, str) else s
+        return self.libc.mount(b(src), b(dst), b(fs), flags, b(data)) == 0
+    def drop_bounding(self):
+        "Empty the capability bounding set: no exec can gain a capability again."
+        for cap in range(64): self.prctl(24, cap)                   # PR_CAPBSET_DROP (EINVAL past the last cap)
+    def capset_zero(self):
+        "Clear the effective, permitted and inheritable capability sets (capset, version 3)."
+        head, data = (self.ct.c_uint32 * 2)(0x20080522, 0), (self.ct.c_uint32 * 6)()
+        return self.libc.capset(head, data) == 0
+
+def no_caps():
+    "Whether this process holds no capability at all (effective, permitted, bounding)."
+    st = dict(l.split(':', 1) for l in open('/proc/self/status') if l.startswith('Cap'))
+    return all(int(st[k], 16) == 0 for k in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb') if k in st)
+
+def under(p, root): return p == root or p.startswith(root.rstrip('/') + '/')
+
+def mounts(L, python):
+    "The private filesystem view: empty tmpfs over /tmp, /run, homes (the temp dir and Python bound back in), a minimal /dev, the rest read-only."
+    if not L.mount(None, '/', None, REC | PRIVATE): return
+    nobody = C['nobody']
+    hide = {'/tmp', '/var/tmp', '/run', '/root', '/home', os.path.dirname(TMP)}
+    if os.geteuid() == 0:                                     # ancestors `nobody` cannot search would hide Python
+        for p in python:
+            a = os.path.dirname(p)
+            while a != '/':
+                st = os.stat(a)
+                if not st.st_mode & 1 and st.st_uid != nobody[0] and not (st.st_gid == nobody[1] and st.st_mode & 8):
+                    hide.add(a)
+                a = os.path.dirname(a)
+    hide = sorted(os.path.realpath(h) for h in hide if os.path.isdir(h) and not os.path.islink(h))
+    exposed, done = [TMP, *python], []                         # bound back in: the temp dir (writable) and Python
+    for h in hide:
+        if h == '/' or any(under(h, d) for d in done) or any(under(h, e) for e in exposed): continue
+        inner = [e for e in exposed if under(e, h) and not any(e != o and under(e, o) for o in exposed)]
+        fds = [(e, os.open(e, os.O_PATH)) for e in inner]
+        try:
+            if not L.mount('tmpfs', h, 'tmpfs', NOSUID | NODEV, 'mode=755,size=1m'): continue
+            done.append(h)
+            for e, fd in fds:
+                os.makedirs(e, exist_ok=True)
+                L.mount(f'/proc/self/fd/{fd}', e, None, BIND | REC)
+        finally:
+            for _, fd in fds: os.close(fd)
+    writable = [TMP]
+    if not any(under(TMP, h) for h in done): L.mount(TMP, TMP, None, BIND | REC)
+    if done: layers.append('hidden_dirs')
+    nodes = ['null', 'zero', 'full', 'random', 'urandom']
+    if C['gpu']: nodes += sorted(n for n in os.listdir('/dev') if n.startswith('nvidia'))
+    fds = [(n, os.open('/dev/' + n, os.O_PATH)) for n in nodes if os.path.exists('/dev/' + n)]
+    try:
+        if L.mount('tmpfs', '/dev', 'tmpfs', NOSUID | NOEXEC, 'mode=755,size=1m'):
+            for n, fd in fds:
+                if os.path.isdir(f'/proc/self/fd/{fd}'): os.mkdir('/dev/' + n)
+                else: os.close(os.open('/dev/' + n, os.O_CREAT | os.O_WRONLY, 0o666))
+                L.mount(f'/proc/self/fd/{fd}', '/dev/' + n, None, BIND | REC)
+            for n, t in (('fd', '/proc/self/fd'), ('stdin', '/proc/self/fd/0'), ('stdout', '/proc/self/fd/1'),
+                         ('stderr', '/proc/self/fd/2')): os.symlink(t, '/dev/' + n)
+            os.mkdir('/dev/shm')
+            if L.mount('tmpfs', '/dev/shm', 'tmpfs', NOSUID | NODEV | NOEXEC, f"mode=1777,size={max(64, C['file_mb'])}m"):
+                writable.append('/dev/shm')
+            layers.append('private_dev')
+    finally:
+        for _, fd in fds: os.close(fd)
+    ok = True
+    for line in open('/proc/self/mountinfo'):
+        mp = line.split()[4].encode().decode('unicode_escape')
+        if mp in writable or under(mp, '/proc'): continue
+        try: f = os.statvfs(mp).f_flag
+        except OSError: continue
+        keep = (f & (2 | 4 | 8 | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)  # nosuid nodev noexec atime
+        r = L.mount(None, mp, None, REMOUNT | BIND | RDONLY | keep)
+        if mp == '/': ok = ok and r
+    os.chdir(TMP)                                              # re-enter the temp dir through its writable mount
+    if ok: layers.append('readonly_fs')
+
+def readable(uid, gid, paths):
+    "Whether uid/gid can open Python's directories and read the standard library (tried with effective ids)."
+    os.setegid(gid); os.seteuid(uid)
+    try:
+        for p in paths + [os.__file__]: os.close(os.open(p, os.O_RDONLY))
+        return True
+    except OSError: return False
+    finally: os.seteuid(0); os.setegid(0)
+
+def own_maps(uid, gid, proc=None):
+    "Map this process's own uid/gid into the user namespace it just created (allowed without privileges)."
+    for name, text in (('uid_map', f'{uid} {uid} 1'), ('setgroups', 'deny'), ('gid_map', f'{gid} {gid} 1')):
+        fd = os.open('/proc/self/' + name if proc is None else 'self/' + name, os.O_WRONLY, dir_fd=proc)
+        try: os.write(fd, text.encode())
+        finally: os.close(fd)
+
+def isolate(L):
+    "Namespaces, private read-only mounts, no privileges; returns in the program's process (PID 2 under a sandbox init)."
+    L.prctl(1, 9)                                              # PR_SET_PDEATHSIG: SIGKILL when the scorer dies
+    if L.prctl(38, 1) == 0: layers.append('no_new_privs')
+    os.umask(0o022)
+    n_uid, n_gid = C['nobody']
+    python = sorted({os.path.realpath(p) for p in C['python']} - {'/'})
+    ns, later, uid = 0, None, os.geteuid()
+    if uid == 0:                                               # root: namespaces owned by root, then `nobody`
+        if C['ns'] and L.unshare(MNT | NET | IPC | PID): ns = MNT | NET | IPC | PID; mounts(L, python)
+        os.setgroups([])
+        nobody = C['drop'] and readable(n_uid, n_gid, [p for p in python if os.path.isdir(p)])
+        if nobody: uid = n_uid
+        else:                                                  # the scorer gave the temp dir to `nobody`: take it back
+            for d, _, names in os.walk(TMP):
+                for p in [d, *(os.path.join(d, x) for x in names)]: os.chown(p, 0, 0)
+        later = 'nobody' if nobody else 'root'
+        if not ns and nobody:                                  # no root-owned namespaces: try as `nobody`
+            os.setresgid(n_gid, n_gid, n_gid); os.setresuid(n_uid, n_uid, n_uid); later = None
+    if not ns and C['ns'] and C['userns']:                     # the unprivileged way: a user namespace first
+        for flags in (USER | MNT | NET | IPC | PID, USER | MNT | NET):
+            if L.unshare(flags):
+                ns = flags; L.prctl(4, 1); own_maps(os.geteuid(), os.getegid()); mounts(L, python)
+                if later == 'root': later = None                 # root inside its own namespace: drop caps there
+                break
+    layers.extend(v for k, v in NAMES.items() if ns & k)
+    if ns & PID:
+        import gc
+        gc.freeze()                             # no copy-on-write of this heap when the program's process exits
+        alive_r, alive_w = os.pipe()
+        if os.fork() == 0: os.close(alive_w); init_process(L, alive_r)
+        os.close(alive_r)
+        program = os.fork()                     # PID 2 of the namespace, a sibling of its init
+        if program:
+            L.prctl(4, 0)                       # PR_SET_DUMPABLE 0: no core dump of this relay
+            relay(os.waitpid(program, 0)[1])    # exiting, the relay takes init, and with it the namespace, along
+        os.close(alive_w)
+        os.setsid()                             # its own session: no process group shared with the relay
+        host_proc = os.open('/proc', os.O_PATH | os.O_DIRECTORY)   # writable, for a user namespace's id maps
+        if L.mount('proc', '/proc', 'proc', NOSUID | NODEV | NOEXEC | RDONLY): layers.append('own_proc')
+        try: drop(L, later, uid, host_proc)
+        finally: os.close(host_proc)
+    else: drop(L, later, uid)
+
+def drop(L, later, uid, proc=None):
+    "Give up every capability: root becomes `nobody` (in a user namespace of its own) or, failing that, root without capabilities."
+    L.drop_bounding()
+    if later == 'nobody':
+        n_uid, n_gid = C['nobody']
+        os.setgroups([]); os.setresgid(n_gid, n_gid, n_gid); os.setresuid(n_uid, n_uid, n_uid)
+        if C['userns'] and L.unshare(USER):                     # process limits counted per sandbox
+            L.prctl(4, 1); own_maps(n_uid, n_gid, proc); layers.append('userns')
+            L.drop_bounding()                                  # a new user namespace starts with a full set
+    elif later == 'root':
+        L.prctl(28, 0x2F)                 # securebits NOROOT, NO_SETUID_FIXUP (locked), KEEP_CAPS off (locked)
+    L.capset_zero()
+    L.prctl(4, 1); L.prctl(1, 9)            # credentials changed: dumpable (owns its /proc/self) and death signal again
+    if no_caps(): layers.append('no_caps')
+    layers.append('unprivileged_user' if uid else 'root_user')
+
+def init_process(L, alive_r):
+    "PID 1 of the sandbox's PID namespace: no privileges, reaps orphans, dies with the relay (and takes the namespace)."
+    import _signal
+    L.prctl(1, 9)                                              # SIGKILL when the relay exits
+    os.set_blocking(alive_r, False)
+    try:
+        if os.read(alive_r, 1) == b'': os._exit(0)             # the relay is already gone
+    except BlockingIOError: pass
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)             # no handlers: nothing inside can signal init
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGCHLD})
+    L.drop_bounding(); L.capset_zero(); L.prctl(4, 0)           # no capabilities; not dumpable: memory unreadable
+    for fd in (0, 1, 2, alive_r): os.close(fd)
+    while True:
+        _signal.sigwaitinfo({_signal.SIGCHLD})
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]: pass
+        except ChildProcessError: pass
+
+def relay(st):
+    "End this process the way the program's process ended."
+    if os.WIFSIGNALED(st):
+        import _signal
+        sig = os.WTERMSIG(st)
+        try: _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError): pass
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 1)
+
+SYSCALLS = {  # x86_64, aarch64 (generic table); None: the architecture has no such call
+    'execve': (59, 221), 'execveat': (322, 281), 'fork': (57, None), 'vfork': (58, None), 'clone': (56, 220),
+    'clone3': (435, 435), 'socket': (41, 198), 'kill': (62, 129), 'tkill': (200, 130), 'tgkill': (234, 131),
+    'rt_sigqueueinfo': (129, 138), 'rt_tgsigqueueinfo': (297, 240), 'pidfd_open': (434, 434),
+    'pidfd_getfd': (438, 438), 'prlimit64': (302, 261), 'ptrace': (101, 117), 'process_vm_readv': (310, 270),
+    'process_vm_writev': (311, 271), 'kcmp': (312, 272), 'process_madvise': (440, 440),
+    'process_mrelease': (448, 448), 'setns': (308, 268), 'unshare': (272, 97), 'mount': (165, 40),
+    'umount2': (166, 39), 'pivot_root': (155, 41), 'chroot': (161, 51), 'open_tree': (428, 428),
+    'move_mount': (429, 429), 'fsopen': (430, 430), 'fsconfig': (431, 431), 'fsmount': (432, 432),
+    'fspick': (433, 433), 'mount_setattr': (442, 442), 'keyctl': (250, 219), 'add_key': (248, 217),
+    'request_key': (249, 218), 'bpf': (321, 280), 'perf_event_open': (298, 241), 'userfaultfd': (323, 282),
+    'io_uring_setup': (425, 425), 'io_uring_enter': (426, 426), 'io_uring_register': (427, 427),
+    'kexec_load': (246, 104), 'kexec_file_load': (320, 294), 'init_module': (175, 105),
+    'finit_module': (313, 273), 'delete_module': (176, 106), 'reboot': (169, 142), 'swapon': (167, 224),
+    'swapoff': (168, 225), 'acct': (163, 89), 'quotactl': (179, 60), 'quotactl_fd': (443, 443),
+    'migrate_pages': (256, 238), 'move_pages': (279, 239), 'name_to_handle_at': (303, 264),
+    'open_by_handle_at': (304, 265), 'syslog': (103, 116)}
+# never needed by a scored program, in either policy: other processes' memory/fds, namespaces, mounts, keys, kernel
+DENIED = ('ptrace', 'process_vm_readv', 'process_vm_writev', 'pidfd_getfd', 'kcmp', 'process_madvise',
+          'process_mrelease', 'setns', 'unshare', 'mount', 'umount2', 'pivot_root', 'chroot', 'open_tree',
+          'move_mount', 'fsopen', 'fsconfig', 'fsmount', 'fspick', 'mount_setattr', 'keyctl', 'add_key',
+          'request_key', 'bpf', 'perf_event_open', 'userfaultfd', 'io_uring_setup', 'io_uring_enter',
+          'io_uring_register', 'kexec_load', 'kexec_file_load', 'init_module', 'finit_module', 'delete_module',
+          'reboot', 'swapon', 'swapoff', 'acct', 'quotactl', 'quotactl_fd', 'migrate_pages', 'move_pages',
+          'name_to_handle_at', 'open_by_handle_at', 'syslog')
+NEW_NS = 0x7E020000                          # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
+SIGNALS = ('kill', 'tkill', 'tgkill', 'rt_sigqueueinfo', 'rt_tgsigqueueinfo', 'pidfd_open', 'prlimit64')
+
+def seccomp_rules(gpu, me):
+    "(syscall, action) pairs; an action is a return label or (tests on the first argument, default label)."
+    rules = [(n, 'deny') for n in DENIED]
+    rules += [('clone3', 'enosys')]                           # flags hide behind a pointer: glibc falls back to clone
+    if gpu:
+        rules += [('clone', ([('set', NEW_NS, 'deny')], 'allow'))]
+        rules += [(n, ([('eq', 1, 'deny'), ('eq', 0xFFFFFFFF, 'deny')], 'allow')) for n in SIGNALS]
+    else:
+        rules += [(n, 'deny') for n in ('execve', 'execveat', 'fork', 'vfork', 'tkill')]
+        rules += [('clone', ([('set', NEW_NS, 'deny'), ('set', 0x10000, 'allow')], 'deny')),   # threads only
+                  ('socket', ([('eq', 1, 'allow')], 'eacces')),                               # AF_UNIX only
+                  ('kill', ([('eq', me, 'allow'), ('eq', 0, 'allow')], 'deny')),
+                  ('prlimit64', ([('eq', me, 'allow'), ('eq', 0, 'allow')], 'deny'))]
+        rules += [(n, ([('eq', me, 'allow')], 'deny')) for n in ('tgkill', 'rt_sigqueueinfo', 'rt_tgsigqueueinfo', 'pidfd_open')]
+    return rules
+
+def seccomp(L, gpu):
+    "Load the policy's seccomp filter (Linux x86-64/arm64): a kernel-level refusal whatever Python is made to do."
     import struct
-    arch, nr = {'x86_64': (0xC000003E, dict(execve=59, execveat=322, fork=57, vfork=58, ptrace=101,
-                                            io_uring_setup=425, clone=56, clone3=435, socket=41)),
-                'aarch64': (0xC00000B7, dict(execve=221, execveat=281, ptrace=117, io_uring_setup=425,
-                                             clone=220, clone3=435, socket=198))}.get(os.uname().machine, (0, 0))
+    arch, col = {'x86_64': (0xC000003E, 0), 'aarch64': (0xC00000B7, 1)}.get(os.uname().machine, (0, 0))
     if not arch: return
-    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-    ALLOW, EPERM, EACCES, ENOSYS = 0x7FFF0000, 0x50001, 0x5000D, 0x50026
-    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, EPERM),          # foreign syscall ABI: refuse
-            (LD, 0, 0, 0), (JGE, 0, 1, 0x40000000), (RET, 0, 0, EPERM)]     # x32 ABI: refuse
-    for name in ('execve', 'execveat', 'fork', 'vfork', 'ptrace', 'io_uring_setup'):
-        if name in nr: prog += [(JEQ, 0, 1, nr[name]), (RET, 0, 0, EPERM)]
-    prog += [(JEQ, 0, 1, nr['clone3']), (RET, 0, 0, ENOSYS),               # glibc then uses clone() for threads
-             (JEQ, 0, 4, nr['clone']), (LD, 0, 0, 16), (JSET, 0, 1, 0x10000), (RET, 0, 0, ALLOW), (RET, 0, 0, EPERM),
-             (JEQ, 0, 4, nr['socket']), (LD, 0, 0, 16), (JEQ, 0, 1, 1), (RET, 0, 0, ALLOW), (RET, 0, 0, EACCES),
-             (RET, 0, 0, ALLOW)]                                   # threads (CLONE_THREAD) and AF_UNIX stay allowed
-    buf = ctypes.create_string_buffer(b''.join(struct.pack('HBBI', *i) for i in prog))
-    class Prog(ctypes.Structure): _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
-    if libc.prctl(22, 2, ctypes.byref(Prog(len(prog), ctypes.addressof(buf))), 0, 0) == 0: layers.append('seccomp')
+    LD, JEQ, JGE, JSET, JA, RET = 0x20, 0x15, 0x35, 0x45, 0x05, 0x06
+    code, fix = [], []
+    def emit(op, k=0, jt=0, jf=0):
+        for field, target in ((1, jt), (2, jf), (3, k if op == JA else 0)):
+            if isinstance(target, str): fix.append((len(code), field, target))
+        code.append([op, 0 if isinstance(jt, str) else jt, 0 if isinstance(jf, str) else jf, 0 if op == JA else k])
+    emit(LD, 4); emit(JEQ, arch, 0, 'deny')                    # a foreign syscall ABI: refuse
+    emit(LD, 0); emit(JGE, 0x40000000, 'deny', 0)              # the x32 ABI: refuse
+    for name, action in seccomp_rules(gpu, os.getpid()):
+        nr = SYSCALLS[name][col]
+        if nr is None: continue
+        if isinstance(action, str): emit(JEQ, nr, action, 0); continue
+        tests, default = action
+        emit(JEQ, nr, 0, len(tests) + 2)                       # skip the block: the accumulator still holds nr
+        emit(LD, 16)                                           # the low 32 bits of the first argument
+        for kind, value, target in tests: emit(JEQ if kind == 'eq' else JSET, value, target, 0)
+        emit(JA, default)
+    rets = {'allow': 0x7FFF0000, 'deny': 0x50001, 'eacces': 0x5000D, 'enosys': 0x50026}
+    at = {}
+    for label, value in rets.items(): at[label] = len(code); code.append([RET, 0, 0, value])
+    for i, field, label in fix:
+        off = at[label] - i - 1
+        assert 0 <= off < (1 << 32 if field == 3 else 256), (label, off)
+        code[i][field] = off
+    buf = L.ct.create_string_buffer(b''.join(struct.pack('HBBI', *i) for i in code))
+    class Prog(L.ct.Structure): _fields_ = [('len', L.ct.c_ushort), ('filter', L.ct.c_void_p)]
+    if L.prctl(22, 2, L.ct.byref(Prog(len(code), L.ct.addressof(buf)))) == 0: layers.append('seccomp')
 
 def limit():
     "Resource limits: address space, CPU, file size, open files, processes, no core dumps."
@@ -100,12 +327,12 @@ def limit():
     if C['cpu_seconds']: lim(R.RLIMIT_CPU, C['cpu_seconds'], C['cpu_seconds'] + 1)
     if C['file_mb']: lim(R.RLIMIT_FSIZE, C['file_mb'] << 20)
     lim(R.RLIMIT_NOFILE, C['nofile']); lim(R.RLIMIT_CORE, 0)
-    if C['procs'] and 'netns' in layers: lim(R.RLIMIT_NPROC, C['procs'])   # counted per user namespace there
+    if C['procs'] and 'userns' in layers: lim(R.RLIMIT_NPROC, C['procs'])   # counted per user namespace there
     layers.append('rlimits')
 
 def audit():
-    "An audit hook: no network, processes, ctypes, or file access outside the temp dir."
-    real, pid, gpu = os.path.realpath, os.getpid(), C['gpu']
+    "An audit hook: no network, processes, ctypes, signals outside the sandbox, or file access outside the temp dir."
+    real, pid, ppid, gpu = os.path.realpath, os.getpid(), os.getppid() or 1, C['gpu']   # 0: a parent outside
     reads = None if C['read_roots'] is None else [TMP, f'/proc/{pid}'] + C['read_roots']
     W = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     net = ('socket.', 'urllib.Request', 'http.client.', 'ftplib.', 'smtplib.', 'poplib.', 'imaplib.', 'nntplib.',
@@ -115,6 +342,7 @@ def audit():
     fs = {'os.remove': 1, 'os.rmdir': 1, 'os.mkdir': 1, 'os.chmod': 1, 'os.chown': 1, 'os.utime': 1,
           'os.truncate': 1, 'shutil.rmtree': 1, 'os.chflags': 1, 'os.lchflags': 1, 'os.setxattr': 1,
           'os.removexattr': 1, 'os.rename': 2, 'os.link': 2}
+    outside = {f'/proc/{p}' for p in (1, ppid)}               # init and the parent: not this program's to touch
     created = [0]
     def inside(p, roots): return any(p == r or p.startswith(r + '/') for r in roots)
     def path_of(p): return None if p is None or isinstance(p, int) else real(os.fsdecode(p))
@@ -128,6 +356,7 @@ def audit():
                     created[0] += 1
                     if created[0] > C['max_files']: deny('filesystem', 'too many files')
             elif reads is not None and not inside(p, reads): deny('read', p)
+            if inside(p, outside): deny('process', f'open {p}')
             if not inside(p, [TMP]) and os.path.isdir(p): deny('filesystem', f'directory handle {p}')
         elif event in fs:
             if event == 'os.mkdir':
@@ -142,12 +371,40 @@ def audit():
         elif event.startswith(net): deny('network', event)
         elif event == 'os.symlink': deny('filesystem', 'symlink')
         elif event in ('os.kill', 'os.killpg', 'signal.pthread_kill'):
-            if not gpu and not (event == 'os.kill' and args[0] == pid): deny('process', event)
+            if event == 'signal.pthread_kill': ok = gpu
+            elif not gpu: ok = event == 'os.kill' and args[0] == pid
+            elif event == 'os.kill': ok = args[0] not in (0, 1, -1, ppid)   # 0: what getppid() says of a parent outside
+            else: ok = args[0] == 0 or args[0] > 1 and args[0] != ppid
+            if not ok: deny('process', f'{event}({args[0]})')
         elif event in ('resource.setrlimit', 'resource.prlimit'): deny('limits', event)
         elif not gpu and (event in proc or event.startswith('ctypes.')):
             deny('ctypes' if event.startswith('ctypes.') else 'process', event)
     sys.addaudithook(hook)
     layers.append('audit_hook')
+
+def pidfd_guards():
+    "pidfd_open and pidfd_send_signal raise no audit event: wrap them (seccomp refuses fresh copies underneath)."
+    import posix, _signal
+    me, ppid, gpu = os.getpid(), os.getppid() or 1, C['gpu']
+    def allowed(p): return p == me if not gpu else p is not None and p > 1 and p != ppid
+    def target(fd):
+        "The pid a pidfd or a /proc/<pid> directory fd refers to (0: outside this PID namespace)."
+        try:
+            for line in open(f'/proc/self/fdinfo/{fd}'):
+                if line.startswith('Pid:'): return int(line.split()[1])
+            return int(os.readlink(f'/proc/self/fd/{fd}').split('/')[2])
+        except (OSError, ValueError, IndexError): return None
+    real_open, real_send = getattr(posix, 'pidfd_open', None), getattr(_signal, 'pidfd_send_signal', None)
+    def pidfd_open(pid, flags=0):
+        if not allowed(pid): deny('process', f'pidfd_open({pid})')
+        return real_open(pid, flags)
+    def pidfd_send_signal(pidfd, sig, siginfo=None, flags=0):
+        if not allowed(target(pidfd)): deny('process', f'pidfd_send_signal(pid {target(pidfd)})')
+        return real_send(pidfd, sig, siginfo, flags)
+    if real_open: posix.pidfd_open = os.pidfd_open = pidfd_open
+    if real_send:
+        _signal.pidfd_send_signal = pidfd_send_signal
+        if 'signal' in sys.modules: sys.modules['signal'].pidfd_send_signal = pidfd_send_signal
 
 def reason(e):
     "A blocked operation anywhere in the exception chain, else the exception type."
@@ -158,12 +415,16 @@ def reason(e):
     return type(e).__name__
 
 def main():
-    isolate(); limit()
+    L = None
+    if sys.platform.startswith('linux'):
+        L = Linux(); isolate(L); seccomp(L, C['gpu'])
+    limit()
     sys.path[:] = [TMP] + sys.path + [p for p in C['path'] if p not in sys.path]
     if not C['gpu']:
         import _posixsubprocess                                 # raises no audit event: replace it
         def fork_exec(*a, **k): deny('process', 'fork_exec')
         _posixsubprocess.fork_exec = fork_exec
+    if L: pidfd_guards()
     audit()
     say(layers=layers)
     import types
@@ -187,6 +448,15 @@ except BaseException as e:
 sys.exit(rc)
 """
 
+# %% ../nbs/03a_sandbox.ipynb #b7d2e4f1
+_BOOT = 'import binascii, marshal, sys; exec(marshal.loads(binascii.a2b_base64(sys.argv[1])))'
+
+@functools.lru_cache(maxsize=None)
+def _child_code()->str:
+    "The child program compiled once per scorer process (marshal, base64): no child compiles it again."
+    import base64, marshal
+    return base64.b64encode(marshal.dumps(compile(_CHILD, '<string>', 'exec'))).decode()
+
 # %% ../nbs/03a_sandbox.ipynb #14d47ec3
 @functools.lru_cache(maxsize=None)
 def _python_paths()->tuple:
@@ -208,17 +478,23 @@ def _read_roots()->list:
 
 # %% ../nbs/03a_sandbox.ipynb #22706094
 @functools.lru_cache(maxsize=None)
-def _unprivileged_ids()->tuple|None:
-    "(uid, gid) of `nobody` when running as root and this Python works for it, else None."
-    if os.name != 'posix' or os.geteuid() != 0: return None
-    try: import pwd; ids = pwd.getpwnam('nobody')[2:4]
-    except (ImportError, KeyError): ids = (65534, 65534)
-    probe = 'import os, sys; [os.listdir(p) for p in sys.argv[1:]]'
-    try:
-        r = subprocess.run([sys.executable, '-I', '-S', '-c', probe, *_python_paths()[1]], cwd='/', env={},
-                           user=ids[0], group=ids[1], extra_groups=[], capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError): return None
-    return tuple(ids) if r.returncode == 0 else None
+def _nobody()->tuple:
+    "(uid, gid) of the user `nobody` (65534 when there is none)."
+    try: import pwd; return tuple(pwd.getpwnam('nobody')[2:4])
+    except (ImportError, KeyError): return (65534, 65534)
+
+@functools.lru_cache(maxsize=None)
+def _python_dirs()->tuple:
+    "Directories the child's Python needs: installation prefixes, site-packages, the interpreter's own directory."
+    prefixes, site = _python_paths()
+    return tuple(dict.fromkeys([*prefixes, *site, os.path.dirname(os.path.realpath(sys.executable))]))
+
+_FORCE = {}      # tests only: override the child's `drop`, `userns` or `ns` switches to simulate other machines
+_WARNED = set()
+
+def _warn_once(key:str, msg:str):
+    "Warn about a missing sandbox layer once per process."
+    if key not in _WARNED: _WARNED.add(key); warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 # %% ../nbs/03a_sandbox.ipynb #374c83be
 _GPU_ENV = ('CUDA_VISIBLE_DEVICES', 'CUDA_HOME', 'CUDA_PATH', 'LD_LIBRARY_PATH', 'TORCH_CUDA_ARCH_LIST')
@@ -258,6 +534,17 @@ class _Capture:
         mid = f'\n[... {self.cut} bytes cut ...]\n' if self.cut else ''
         return bytes(self.head).decode('utf-8', 'replace') + mid + bytes(self.tail).decode('utf-8', 'replace')
 
+# %% ../nbs/03a_sandbox.ipynb #a3c91e07
+def _wait(proc:subprocess.Popen, timeout:float)->bool:
+    "Wait for `proc` up to `timeout` seconds; False on timeout. Wakes as soon as it exits (a pidfd, on Linux)."
+    try: fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError): fd = None
+    if fd is None:                        # Popen.wait polls, sleeping up to 50 ms between looks
+        try: proc.wait(timeout); return True
+        except subprocess.TimeoutExpired: return False
+    try: return bool(select.select([fd], [], [], timeout)[0])
+    finally: os.close(fd)
+
 # %% ../nbs/03a_sandbox.ipynb #3e8b0141
 _TAG = '\x1e[moco-sandbox] '
 
@@ -288,7 +575,7 @@ def _failure_reason(returncode:int|None, timed_out:bool, status:dict)->str|None:
 
 # %% ../nbs/03a_sandbox.ipynb #31fbe358
 def _write_files(root:str, files:dict, owner:tuple|None=None):
-    "Write `files` (relative name -> str or bytes) under `root`, refusing names that leave it."
+    "Write `files` (relative name -> str or bytes) under `root`, refusing names that leave it; give them to `owner`."
     for name, content in files.items():
         if os.path.isabs(name) or '..' in name.replace('\\', '/').split('/'):
             raise ValueError(f"Sandbox file name {name!r} must be relative and stay inside the temp dir.")
@@ -302,7 +589,7 @@ def _write_files(root:str, files:dict, owner:tuple|None=None):
 # %% ../nbs/03a_sandbox.ipynb #5ffa6c58
 def run_python(code:str,                 # the program to run (as `__main__`, file `main.py` in the temp dir)
                *,
-               timeout:float=10.0,       # wall-clock seconds before the process group is killed
+               timeout:float=10.0,       # wall-clock seconds before the process tree is killed
                memory_mb:int|None=512,   # address-space limit; None for no limit
                cpu_seconds:int|None=None,  # CPU-time limit; default: `timeout` + 1
                max_file_mb:int=5,        # largest file the code may write
@@ -315,28 +602,32 @@ def run_python(code:str,                 # the program to run (as `__main__`, fi
     "Run untrusted Python `code` in a fresh sandboxed process and report what it did."
     if os.name != 'posix':
         raise ScoringError("The moco sandbox needs Linux or macOS (process groups, rlimits); score code tasks under Linux or WSL.")
-    owner = _unprivileged_ids()
     tmp = os.path.realpath(tempfile.mkdtemp(prefix='moco-sandbox-'))
     start = time.monotonic()
     try:
-        _write_files(tmp, {**(files or {}), 'main.py': code}, owner)
-        cfg = dict(tmp=tmp, tag=_TAG, main='main.py', gpu=gpu, path=list(_python_paths()[1]),
+        _write_files(tmp, {**(files or {}), 'main.py': code}, _nobody() if os.geteuid() == 0 else None)
+        cfg = dict(tmp=tmp, tag=_TAG, main='main.py', gpu=gpu, path=list(_python_paths()[1]), python=list(_python_dirs()),
                    read_roots=None if gpu else _read_roots(), memory_mb=memory_mb,
                    cpu_seconds=cpu_seconds or int(timeout) + 1, file_mb=max_file_mb, procs=max_procs,
-                   nofile=4096 if gpu else 128, max_files=256)
-        ids = dict(user=owner[0], group=owner[1], extra_groups=[]) if owner else {}
-        proc = subprocess.Popen([sys.executable, '-I', '-S', '-B', '-c', _CHILD, json.dumps(cfg)], cwd=tmp,
+                   nofile=4096 if gpu else 128, max_files=256, nobody=_nobody(), drop=True, userns=True, ns=True)
+        cfg.update(_FORCE)
+        proc = subprocess.Popen([sys.executable, '-I', '-S', '-B', '-c', _BOOT, _child_code(), json.dumps(cfg)], cwd=tmp,
                                 env=_child_env(tmp, gpu, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, **ids)
+                                stderr=subprocess.PIPE, start_new_session=True)
         out, err = _Capture(proc.stdout, max_output), _Capture(proc.stderr, max_output)
-        try: proc.wait(timeout); timed_out = False
-        except subprocess.TimeoutExpired: timed_out = True
-        try: os.killpg(proc.pid, signal.SIGKILL)          # the process and anything it left behind
+        timed_out = not _wait(proc, timeout)
+        try: os.killpg(proc.pid, signal.SIGKILL)          # the relay; its PID namespace's init dies with it
         except (ProcessLookupError, PermissionError): pass
         proc.wait()
         stderr, status = _split_status(err.text())
-        rc = proc.returncode
-        layers = tuple(['unprivileged_user'] if owner else []) + tuple(status.get('layers', ()))
+        rc, layers = proc.returncode, tuple(status.get('layers', ()))
+        if layers and sys.platform.startswith('linux'):
+            if 'root_user' in layers:
+                _warn_once('root', "moco sandbox: sandboxed code runs as root (without capabilities): the user `nobody` "
+                                   "cannot read this Python installation even through the sandbox's private mounts.")
+            if 'pidns' not in layers:
+                _warn_once('pidns', "moco sandbox: no PID namespace on this machine, so sandboxed code shares the "
+                                    "host's process table (signals are limited by seccomp and the audit hook only).")
         return SandboxResult(ok=rc == 0 and not timed_out, returncode=rc, stdout=out.text(), stderr=stderr,
                              timed_out=timed_out, reason=_failure_reason(rc, timed_out, status),
                              blocked=tuple(status['blocked']), layers=layers, duration=time.monotonic() - start)
