@@ -104,6 +104,7 @@ def mounts(L, python):
             for _, fd in fds: os.close(fd)
     writable = [TMP]
     if not any(under(TMP, h) for h in done): L.mount(TMP, TMP, None, BIND | REC)
+    L.mount(None, TMP, None, REMOUNT | BIND | NOSUID | NODEV)  # writable, but no set-uid files or devices
     if done: layers.append('hidden_dirs')
     nodes = ['null', 'zero', 'full', 'random', 'urandom']
     if C['gpu']: nodes += sorted(n for n in os.listdir('/dev') if n.startswith('nvidia'))
@@ -262,8 +263,8 @@ DENIED = ('ptrace', 'process_vm_readv', 'process_vm_writev', 'pidfd_getfd', 'kcm
           'move_mount', 'fsopen', 'fsconfig', 'fsmount', 'fspick', 'mount_setattr', 'keyctl', 'add_key',
           'request_key', 'bpf', 'perf_event_open', 'userfaultfd', 'io_uring_setup', 'io_uring_enter',
           'io_uring_register', 'kexec_load', 'kexec_file_load', 'init_module', 'finit_module', 'delete_module',
-          'reboot', 'swapon', 'swapoff', 'acct', 'quotactl', 'quotactl_fd', 'migrate_pages', 'move_pages',
-          'name_to_handle_at', 'open_by_handle_at', 'syslog')
+          'reboot', 'swapon', 'swapoff', 'acct', 'quotactl', 'quotactl_fd', 'name_to_handle_at', 'open_by_handle_at',
+          'syslog')
 NEW_NS = 0x7E020000                          # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}
 SIGNALS = ('kill', 'tkill', 'tgkill', 'rt_sigqueueinfo', 'rt_tgsigqueueinfo', 'pidfd_open', 'prlimit64')
 
@@ -271,6 +272,7 @@ def seccomp_rules(gpu, me):
     "(syscall, action) pairs; an action is a return label or (tests on the first argument, default label)."
     rules = [(n, 'deny') for n in DENIED]
     rules += [('clone3', 'enosys')]                           # flags hide behind a pointer: glibc falls back to clone
+    rules += [(n, ([('eq', 0, 'allow')], 'deny')) for n in ('migrate_pages', 'move_pages')]   # its own pages only
     if gpu:
         rules += [('clone', ([('set', NEW_NS, 'deny')], 'allow'))]
         rules += [(n, ([('eq', 1, 'deny'), ('eq', 0xFFFFFFFF, 'deny')], 'allow')) for n in SIGNALS]
@@ -368,6 +370,11 @@ def audit():
         elif event in ('os.listdir', 'os.scandir'):
             p = path_of('.' if args[0] is None else args[0])
             if reads is not None and p is not None and not inside(p, reads): deny('read', p)
+        elif event == 'socket.__new__' and args[1] == 1: return                  # AF_UNIX: socketpair, asyncio's self-pipe
+        elif event in ('socket.bind', 'socket.connect') and getattr(args[0], 'family', None) == 1:
+            a = args[1]                                      # only the temp dir's sockets, or abstract ones (private netns)
+            if isinstance(a, (str, bytes)) and (a[:1] in ('\0', b'\0') or inside(path_of(a), [TMP])): return
+            deny('network', f'{event} {a!r}')
         elif event.startswith(net): deny('network', event)
         elif event == 'os.symlink': deny('filesystem', 'symlink')
         elif event in ('os.kill', 'os.killpg', 'signal.pthread_kill'):
@@ -414,10 +421,22 @@ def reason(e):
         seen.add(id(x)); x = x.__cause__ or x.__context__
     return type(e).__name__
 
+def plain_drop():
+    "Without Linux namespaces (macOS): a root scorer's program still becomes `nobody` when `nobody` can read Python."
+    uid, gid = C['nobody']
+    if os.geteuid() != 0: layers.append('unprivileged_user'); return
+    try:
+        os.setgroups([])
+        if C['drop'] and readable(uid, gid, [p for p in C['python'] if os.path.isdir(p)]):
+            os.setgid(gid); os.setuid(uid); layers.append('unprivileged_user'); return    # the scorer chowned the temp dir
+    except OSError: pass
+    layers.append('root_user')
+
 def main():
     L = None
     if sys.platform.startswith('linux'):
         L = Linux(); isolate(L); seccomp(L, C['gpu'])
+    else: plain_drop()
     limit()
     sys.path[:] = [TMP] + sys.path + [p for p in C['path'] if p not in sys.path]
     if not C['gpu']:
@@ -549,14 +568,14 @@ def _wait(proc:subprocess.Popen, timeout:float)->bool:
 _TAG = '\x1e[moco-sandbox] '
 
 def _split_status(stderr:str)->tuple:
-    "Separate the child's status lines from the user's stderr: (stderr, merged status dict)."
+    "Separate the child's status lines from the user's stderr: (stderr, merged status dict; the first `layers` report wins)."
     status, keep = {'blocked': []}, []
     for line in stderr.split('\n'):
         if not line.startswith(_TAG): keep.append(line); continue
         try: d = json.loads(line[len(_TAG):])
         except ValueError: continue
         if 'blocked' in d: status['blocked'].append(d['blocked'])
-        status.update({k: v for k, v in d.items() if k != 'blocked'})
+        status.update({k: v for k, v in d.items() if k != 'blocked' and not (k == 'layers' and 'layers' in status)})
     return '\n'.join(keep).strip('\n'), status
 
 # %% ../nbs/03a_sandbox.ipynb #4cc3fd71
@@ -621,13 +640,13 @@ def run_python(code:str,                 # the program to run (as `__main__`, fi
         proc.wait()
         stderr, status = _split_status(err.text())
         rc, layers = proc.returncode, tuple(status.get('layers', ()))
-        if layers and sys.platform.startswith('linux'):
-            if 'root_user' in layers:
-                _warn_once('root', "moco sandbox: sandboxed code runs as root (without capabilities): the user `nobody` "
-                                   "cannot read this Python installation even through the sandbox's private mounts.")
-            if 'pidns' not in layers:
-                _warn_once('pidns', "moco sandbox: no PID namespace on this machine, so sandboxed code shares the "
-                                    "host's process table (signals are limited by seccomp and the audit hook only).")
+        if 'root_user' in layers:
+            _warn_once('root', "moco sandbox: sandboxed code runs as root" + (" (without capabilities)" if 'no_caps' in layers else "")
+                       + ": the user `nobody` cannot read this Python installation"
+                       + (" even through the sandbox's private mounts" if 'hidden_dirs' in layers else "") + ".")
+        if layers and sys.platform.startswith('linux') and 'pidns' not in layers:
+            _warn_once('pidns', "moco sandbox: no PID namespace on this machine, so sandboxed code shares the host's "
+                                "process table (signals are limited by seccomp and the audit hook only).")
         return SandboxResult(ok=rc == 0 and not timed_out, returncode=rc, stdout=out.text(), stderr=stderr,
                              timed_out=timed_out, reason=_failure_reason(rc, timed_out, status),
                              blocked=tuple(status['blocked']), layers=layers, duration=time.monotonic() - start)

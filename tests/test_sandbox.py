@@ -175,6 +175,46 @@ print('err', file=sys.stderr)
     assert {'audit_hook', 'rlimits'} <= set(r.layers)
 
 
+LEGIT_PROCESSES = r"""
+import asyncio, concurrent.futures, multiprocessing as mp, os, signal, subprocess, sys, time
+def square(x): return x * x
+if __name__ == '__main__':
+    with mp.get_context('spawn').Pool(2) as pool: a = pool.map(square, [1, 2, 3])
+    with mp.get_context('fork').Pool(2) as pool: b = pool.map(square, [4, 5])
+    with concurrent.futures.ProcessPoolExecutor(2) as ex: c = list(ex.map(square, [6, 7]))
+    q = mp.Queue(); p = mp.Process(target=q.put, args=(8,)); p.start(); d = q.get(); p.join()
+    child = subprocess.Popen(['sleep', '30']); os.kill(child.pid, signal.SIGTERM); e = child.wait()
+    group = subprocess.Popen(['sh', '-c', 'sleep 30 & sleep 30'], start_new_session=True); time.sleep(0.2)
+    os.killpg(group.pid, signal.SIGKILL); f = group.wait()
+    t = mp.Process(target=time.sleep, args=(30,)); t.start(); t.terminate(); t.join()
+    async def run():
+        proc = await asyncio.create_subprocess_exec('echo', 'async', stdout=asyncio.subprocess.PIPE)
+        return (await proc.communicate())[0].decode().strip()
+    g = asyncio.run(run())
+    with mp.Manager() as m: h = m.list([9])[0]
+    print(a, b, c, d, e, f, t.exitcode, g, h, subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_gpu_policy_runs_subprocesses_and_multiprocessing():
+    "Compilers and test harnesses start processes and signal their own children: all of that keeps working."
+    r = run_python(LEGIT_PROCESSES, gpu=True, timeout=60)
+    assert r.ok, r
+    assert r.stdout.split('\n')[0] == '[1, 4, 9] [16, 25] [36, 49] 8 -15 -9 -15 async 9 42', r.stdout
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_signals_to_itself_threads_and_asyncio_work_in_both_policies(gpu):
+    r = run_python("import asyncio, os, signal, socket, threading\ngot = []\n"
+                   "signal.signal(signal.SIGUSR1, lambda *a: got.append('usr1'))\n"
+                   "os.kill(os.getpid(), signal.SIGUSR1); signal.raise_signal(signal.SIGUSR1)\n"
+                   "t = threading.Thread(target=lambda: got.append('thread')); t.start(); t.join()\n"
+                   "async def f(): return 'async'\ngot.append(asyncio.run(f()))\n"
+                   "s = socket.socket(socket.AF_UNIX); s.bind('x.sock'); s.listen(); socket.socket(socket.AF_UNIX).connect('x.sock')\n"
+                   "print(got)", gpu=gpu)
+    assert r.ok and r.stdout.strip() == "['usr1', 'usr1', 'thread', 'async']", r
+
+
 def test_run_many_keeps_order_and_runs_in_parallel():
     start = time.monotonic()
     rs = run_many([f"import time\ntime.sleep(0.5)\nprint({i})" for i in range(4)], workers=4)
