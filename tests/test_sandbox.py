@@ -1,6 +1,7 @@
 """Sandbox and code-scoring tests: hostile programs never escape, benign ones still work, real benchmark rows score right.
 
-Fast (about 20 s on 2 cores). Real-data tests read ../shared/data/moco (or $MOCO_DATA_DIR) and skip when it is absent.
+About a minute on 2 cores (most of it the hostile-program suite: 504 runs through probe scorers, in both policies and
+five identity situations). Real-data tests read ../shared/data/moco (or $MOCO_DATA_DIR) and skip when it is absent.
 """
 import importlib.util, json, os, platform, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
