@@ -503,17 +503,19 @@ def private_python():
 
 
 @pytest.fixture(scope='module')
-def probe_traps(tmp_path_factory):
+def probe_traps():
+    "Files outside the sandbox (in the home directory, which the sandbox hides) that hostile programs go for."
     d = Path(tempfile.mkdtemp(prefix='moco-traps-', dir=str(Path.home()))); d.chmod(0o755)
     victim = d / 'victim.txt'; victim.write_text('keep me'); victim.chmod(0o666)
     home = Path.home() / '.moco-sandbox-probe-pwned'; home.unlink(missing_ok=True)
     values = dict(victim_file=str(victim), mark=str(d / 'escaped'), home=str(home))
     yield values
-    assert victim.read_text() == 'keep me', 'a file outside the sandbox was changed'
-    assert not (d / 'escaped').exists() and not home.exists(), 'a file outside the sandbox was created'
-    for p in ('/sys/fs/cgroup/moco-sandbox-escape', '/sys/fs/cgroup/unified/moco-sandbox-escape'):
-        assert not os.path.exists(p), 'a cgroup was created'
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        assert victim.read_text() == 'keep me', 'a file outside the sandbox was changed'
+        assert not (d / 'escaped').exists() and not home.exists(), 'a file outside the sandbox was created'
+        for p in ('/sys/fs/cgroup/moco-sandbox-escape', '/sys/fs/cgroup/unified/moco-sandbox-escape'):
+            assert not os.path.exists(p), 'a cgroup was created'
+    finally: shutil.rmtree(d, ignore_errors=True)
 
 
 def _probe(ident: str, policy: str, private_python, traps) -> dict:
