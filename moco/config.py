@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #39f7ec75
 from __future__ import annotations
-import json, dataclasses, typing, types, warnings
+import codecs, json, dataclasses, typing, types, warnings
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any
@@ -164,11 +164,27 @@ def validate_structure(cfg:RunConfig)->RunConfig:
             warnings.warn(f"hyperparameters.{k} is accepted for MoCo compatibility but ignored: moco's placement planner decides where models run.")
     return cfg
 
+# %% ../nbs/01_config.ipynb #6e2f8ba4
+_BOMS = ((codecs.BOM_UTF32_LE, 'utf-32'), (codecs.BOM_UTF32_BE, 'utf-32'), (codecs.BOM_UTF8, 'utf-8-sig'),
+         (codecs.BOM_UTF16_LE, 'utf-16'), (codecs.BOM_UTF16_BE, 'utf-16'))   # UTF-32-LE's BOM starts like UTF-16-LE's
+_ZEROS = {(0, 0, 0, 1): 'utf-32-be', (1, 0, 0, 0): 'utf-32-le', (0, 1, 0, 1): 'utf-16-be', (1, 0, 1, 0): 'utf-16-le'}
+
+def _decode(path:Path,    # the file (for the error message)
+            raw:bytes,    # its contents
+           )->str:
+    "A config file's text: UTF-8, UTF-8/16/32 with a byte-order mark, or BOM-less UTF-16/32; else a one-line ConfigError."
+    enc = next((e for bom, e in _BOMS if raw.startswith(bom)), None) or _ZEROS.get(tuple(int(b != 0) for b in raw[:4]), 'utf-8')
+    try: return raw.decode(enc)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].decode(enc, 'replace').count('\n') + 1
+        raise ConfigError(f"{path} is not readable as {enc.upper().replace('-SIG', '')} text (byte {raw[e.start]:#04x} on line {line}); "
+                          "save it as UTF-8 (UTF-16 with a byte-order mark also works).") from None
+
 # %% ../nbs/01_config.ipynb #e9fa8cfe
 def _read(path:Path)->dict:
     "Parse a JSON or YAML file into a dict."
     if not path.exists(): raise ConfigError(f"Config file {str(path)!r} does not exist; check the path.")
-    text = path.read_text()
+    text = _decode(path, path.read_bytes())
     if path.suffix.lower() in ('.yaml', '.yml'):
         import yaml
         try: data = yaml.safe_load(text)

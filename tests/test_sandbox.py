@@ -1,8 +1,9 @@
 """Sandbox and code-scoring tests: hostile programs never escape, benign ones still work, real benchmark rows score right.
 
-Fast (about 20 s on 2 cores). Real-data tests read ../shared/data/moco (or $MOCO_DATA_DIR) and skip when it is absent.
+About a minute on 2 cores (most of it the hostile-program suite: 504 runs through probe scorers, in both policies and
+five identity situations). Real-data tests read ../shared/data/moco (or $MOCO_DATA_DIR) and skip when it is absent.
 """
-import importlib.util, json, os, time
+import importlib.util, json, os, platform, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import pytest
@@ -105,18 +106,40 @@ def test_output_flood_is_truncated_and_finishes():
     assert r.timed_out and len(r.stdout) < 6000 and 'bytes cut' in r.stdout
 
 
-def test_timeout_kills_the_whole_process_group():
-    # gpu policy allows subprocesses: a background child must die with the sandbox
-    r = run_python("import subprocess, time\nprint(subprocess.Popen(['sleep', '30']).pid, flush=True)\ntime.sleep(30)",
-                   timeout=1, gpu=True)
-    assert r.timed_out and r.duration < 5
-    pid = int(r.stdout.split()[0])
-    for _ in range(50):
-        try: state = Path(f'/proc/{pid}/status').read_text().split('State:')[1].split()[0]
-        except (FileNotFoundError, IndexError): return           # gone
-        if state == 'Z': return                                  # killed, waiting to be reaped
-        time.sleep(0.05)
-    pytest.fail(f'a child of the sandbox survived the timeout (pid {pid})')
+def _alive(tag: str) -> list:
+    "Host processes whose command line contains `tag` (not zombies)."
+    found = []
+    for d in Path('/proc').iterdir():
+        try:
+            if d.name.isdigit() and tag in (d / 'cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace') \
+                    and (d / 'status').read_text().split('State:')[1].split()[0] != 'Z':
+                found.append(int(d.name))
+        except (OSError, IndexError): pass
+    return found
+
+
+def _gone(tag: str, within: float = 3.0) -> bool:
+    end = time.monotonic() + within
+    while _alive(tag) and time.monotonic() < end: time.sleep(0.05)
+    return not _alive(tag)
+
+
+LEFT_BEHIND = ("import os, subprocess, sys\n"
+               "subprocess.Popen(['sleep', '{t}1'], start_new_session=True)      # its own session and process group\n"
+               "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0: os.execvp('sleep', ['sleep', '{t}2'])   # a double-forked daemon\n"
+               "    os._exit(0)\n"
+               "print('started', flush=True)\n")
+
+
+@pytest.mark.parametrize('end', ['timeout', 'exit'])
+def test_the_whole_process_tree_dies_with_the_program(end):
+    "GPU policy: children in their own session, and a double-forked daemon, die at the timeout and when the program exits."
+    tag = f'3{os.getpid() % 1000}.{int(time.time() * 1000) % 100000}'
+    code = LEFT_BEHIND.format(t=tag) + ('import time\ntime.sleep(30)\n' if end == 'timeout' else '')
+    r = run_python(code, timeout=2, gpu=True)
+    assert r.stdout.strip() == 'started', r
+    assert r.timed_out == (end == 'timeout') and r.duration < 6
+    assert _gone(tag), f'processes of the sandbox survived its {end}: {_alive(tag)}'
 
 
 def test_gpu_policy_keeps_network_and_filesystem_closed(tmp_path):
@@ -151,6 +174,46 @@ print('err', file=sys.stderr)
     assert r.ok, r
     assert r.stdout.split() == ['5000', 'hello', 'tmp', '3.0', '120'] and r.stderr == 'err'
     assert {'audit_hook', 'rlimits'} <= set(r.layers)
+
+
+LEGIT_PROCESSES = r"""
+import asyncio, concurrent.futures, multiprocessing as mp, os, signal, subprocess, sys, time
+def square(x): return x * x
+if __name__ == '__main__':
+    with mp.get_context('spawn').Pool(2) as pool: a = pool.map(square, [1, 2, 3])
+    with mp.get_context('fork').Pool(2) as pool: b = pool.map(square, [4, 5])
+    with concurrent.futures.ProcessPoolExecutor(2) as ex: c = list(ex.map(square, [6, 7]))
+    q = mp.Queue(); p = mp.Process(target=q.put, args=(8,)); p.start(); d = q.get(); p.join()
+    child = subprocess.Popen(['sleep', '30']); os.kill(child.pid, signal.SIGTERM); e = child.wait()
+    group = subprocess.Popen(['sh', '-c', 'sleep 30 & sleep 30'], start_new_session=True); time.sleep(0.2)
+    os.killpg(group.pid, signal.SIGKILL); f = group.wait()
+    t = mp.Process(target=time.sleep, args=(30,)); t.start(); t.terminate(); t.join()
+    async def run():
+        proc = await asyncio.create_subprocess_exec('echo', 'async', stdout=asyncio.subprocess.PIPE)
+        return (await proc.communicate())[0].decode().strip()
+    g = asyncio.run(run())
+    with mp.Manager() as m: h = m.list([9])[0]
+    print(a, b, c, d, e, f, t.exitcode, g, h, subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_gpu_policy_runs_subprocesses_and_multiprocessing():
+    "Compilers and test harnesses start processes and signal their own children: all of that keeps working."
+    r = run_python(LEGIT_PROCESSES, gpu=True, timeout=60)
+    assert r.ok, r
+    assert r.stdout.split('\n')[0] == '[1, 4, 9] [16, 25] [36, 49] 8 -15 -9 -15 async 9 42', r.stdout
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_signals_to_itself_threads_and_asyncio_work_in_both_policies(gpu):
+    r = run_python("import asyncio, os, signal, socket, threading\ngot = []\n"
+                   "signal.signal(signal.SIGUSR1, lambda *a: got.append('usr1'))\n"
+                   "os.kill(os.getpid(), signal.SIGUSR1); signal.raise_signal(signal.SIGUSR1)\n"
+                   "t = threading.Thread(target=lambda: got.append('thread')); t.start(); t.join()\n"
+                   "async def f(): return 'async'\ngot.append(asyncio.run(f()))\n"
+                   "s = socket.socket(socket.AF_UNIX); s.bind('x.sock'); s.listen(); socket.socket(socket.AF_UNIX).connect('x.sock')\n"
+                   "print(got)", gpu=gpu)
+    assert r.ok and r.stdout.strip() == "['usr1', 'usr1', 'thread', 'async']", r
 
 
 def test_run_many_keeps_order_and_runs_in_parallel():
@@ -261,3 +324,236 @@ def test_kernel_bench_without_a_gpu_is_an_error_not_a_zero():
     row = next(iter(_rows('kernelbench').values()))
     with pytest.raises(ScoringError, match='kernel_bench needs a CUDA GPU with nvcc'):
         score_kernel_bench("```python\nclass ModelNew: pass\n```", _example(row))
+
+
+# ---------------------------------------------------------------- cross-process attacks, through a probe process
+# Each group of hostile programs is scored by a separate "probe" process running the sandbox (the scorer under
+# attack), so a scorer that gets killed shows up as a failed test, not as a crashed test run. The probe also keeps a
+# victim process of its own user alive and serves a Unix socket; both must come through untouched.
+
+PROBE = r'''
+import concurrent.futures, importlib, json, os, shutil, socket, subprocess, sys, tempfile, threading, warnings
+spec = json.loads(sys.argv[1])
+sb = importlib.import_module(spec['module'])
+getattr(sb, '_FORCE', {}).update(spec['force'])
+victim = subprocess.Popen(['sleep', '300'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(json.dumps(dict(victim=victim.pid)), flush=True)
+sock_dir = tempfile.mkdtemp(prefix='moco-probe-'); os.chmod(sock_dir, 0o755)
+sock = os.path.join(sock_dir, 'scorer.sock')
+srv = socket.socket(socket.AF_UNIX); srv.bind(sock); os.chmod(sock, 0o777); srv.listen(16)
+connections = []
+def serve():
+    while True:
+        try: c, _ = srv.accept()
+        except OSError: return
+        connections.append(1); c.close()
+threading.Thread(target=serve, daemon=True).start()
+values = dict(scorer=os.getpid(), scorer_pgid=os.getpgid(0), victim=victim.pid, sock=sock, **spec['values'])
+tail = "\n\ndef add(a, b):\n    return a + b\nassert add(1, 2) == 3\nprint('moco-tests-passed')\n"
+def run(item):
+    name, code = item
+    return name, sb.run_python(code.format(**values) + tail, gpu=spec['gpu'], timeout=spec['timeout'], max_procs=64)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        for name, r in ex.map(run, spec['programs']):
+            print(json.dumps(dict(name=name, score=int(r.ok and 'moco-tests-passed' in r.stdout), reason=r.reason,
+                                  layers=r.layers, out=(r.stdout + r.stderr)[-300:])), flush=True)
+alive = victim.poll() is None
+victim.kill(); srv.close(); shutil.rmtree(sock_dir, ignore_errors=True)
+print(json.dumps(dict(done=True, victim_alive=alive, connections=len(connections),
+                      warnings=[str(w.message) for w in caught])), flush=True)
+'''
+
+NR = {'x86_64': dict(kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129, pidfd_open=434, pidfd_getfd=438, ptrace=101,
+                     process_vm_readv=310, setns=308, unshare=272, mount=165, umount2=166, clone=56, keyctl=250, bpf=321,
+                     perf_event_open=298, prlimit64=302, io_uring_setup=425),
+      'aarch64': dict(kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138, pidfd_open=434, pidfd_getfd=438, ptrace=117,
+                      process_vm_readv=270, setns=268, unshare=97, mount=40, umount2=39, clone=220, keyctl=219, bpf=280,
+                      perf_event_open=241, prlimit64=261, io_uring_setup=425)}.get(platform.machine(), {})
+CT = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nNR = " + repr(NR).replace('{', '{{').replace('}', '}}') +
+      "\ndef sc(name, *a):\n    r = libc.syscall(NR[name], *[ctypes.c_long(x) for x in a])\n"
+      "    if r == -1: raise OSError(ctypes.get_errno(), name + ': ' + os.strerror(ctypes.get_errno()))\n    return r\n"
+      "def addr(b): return ctypes.cast(ctypes.c_char_p(b), ctypes.c_void_p).value\n"
+      "buf = ctypes.create_string_buffer(256)\nbuf_at = ctypes.addressof(buf)\n")
+SH = "import subprocess, sys\nsubprocess.run({cmd}, check=True)\n"
+PY = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', {src!r}], check=True)\n"
+P, EPERM, ESRCH, CPE = 'blocked: process', 'PermissionError', 'ProcessLookupError', 'CalledProcessError'
+CTX = {'blocked: ctypes'}
+
+# name: (code, reasons under the strict policy, reasons under the GPU policy); None: not run under that policy.
+# "core" programs (cross-process routes) run in every identity situation, the rest in the two main ones.
+CROSS = {
+    'os.kill the scorer': ("import os, signal\nos.kill({scorer}, signal.SIGKILL)", {P}, {ESRCH}),
+    'os.kill the parent': ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", {P}, {P}),
+    'os.kill a process of the same user': ("import os, signal\nos.kill({victim}, signal.SIGKILL)", {P}, {ESRCH}),
+    'os.kill every process (-1)': ("import os, signal\nos.kill(-1, signal.SIGKILL)", {P}, {P}),
+    'os.killpg the scorer group': ("import os, signal\nos.killpg({scorer_pgid}, signal.SIGKILL)", {P}, {ESRCH}),
+    'pidfd kill the parent (the report)': ("import os, signal\nfd = os.pidfd_open(os.getppid())\n"
+                                           "signal.pidfd_send_signal(fd, signal.SIGKILL)", {P}, {P}),
+    'pidfd kill the scorer': ("import os, signal\nsignal.pidfd_send_signal(os.pidfd_open({scorer}), signal.SIGKILL)", {P}, {ESRCH}),
+    'pidfd kill a process of the same user': ("import os, signal\nsignal.pidfd_send_signal(os.pidfd_open({victim}), 9)", {P}, {ESRCH}),
+    'pidfd kill init through /proc/1': ("import os, signal\nfd = os.open('/proc/1', os.O_RDONLY)\n"
+                                        "signal.pidfd_send_signal(fd, signal.SIGKILL)", {'blocked: read'}, {P}),
+    'fresh posix module: pidfd of init': ("import importlib.util as u\nposix = u.module_from_spec(u.find_spec('posix'))\n"
+                                          "posix.pidfd_open(1)", {EPERM}, {EPERM}),
+    'fresh posix module: pidfd of the scorer': ("import importlib.util as u\nposix = u.module_from_spec(u.find_spec('posix'))\n"
+                                                "posix.pidfd_open({scorer})", {EPERM}, {ESRCH}),
+    'syscall kill init': (CT + "sc('kill', 1, 9)", CTX, {EPERM}),
+    'syscall kill -1': (CT + "sc('kill', -1, 9)", CTX, {EPERM}),
+    'syscall kill the scorer': (CT + "sc('kill', {scorer}, 9)", CTX, {ESRCH}),
+    'syscall tgkill the scorer': (CT + "sc('tgkill', {scorer}, {scorer}, 9)", CTX, {ESRCH}),
+    'syscall tkill init': (CT + "sc('tkill', 1, 9)", CTX, {EPERM}),
+    'syscall rt_sigqueueinfo init': (CT + "sc('rt_sigqueueinfo', 1, 9, buf_at)", CTX, {EPERM}),
+    'syscall pidfd_open init': (CT + "sc('pidfd_open', 1, 0)", CTX, {EPERM}),
+    'ptrace attach init': (CT + "sc('ptrace', 16, 1, 0, 0)", CTX, {EPERM}),
+    'ptrace attach the scorer': (CT + "sc('ptrace', 16, {scorer}, 0, 0)", CTX, {EPERM}),
+    'process_vm_readv the scorer': (CT + "iov = (ctypes.c_void_p * 2)(buf_at, 8)\n"
+                                    "sc('process_vm_readv', {scorer}, ctypes.addressof(iov), 1, ctypes.addressof(iov), 1, 0)", CTX, {EPERM}),
+    'pidfd_getfd': (CT + "sc('pidfd_getfd', os.pidfd_open(os.getpid()), 0, 0)", CTX, {EPERM}),
+    'setns': (CT + "sc('setns', os.open('/proc/self/ns/net', os.O_RDONLY), 0)", CTX, {EPERM}),
+    'unshare a user namespace': (CT + "sc('unshare', 0x10000000)", CTX, {EPERM}),
+    'clone into a new user namespace': (CT + "sc('clone', 0x10000000 | 17, 0, 0, 0, 0)", CTX, {EPERM}),
+    'remount / read-write': (CT + "sc('mount', 0, addr(b'/'), 0, 32 | 4096, 0)", CTX, {EPERM}),
+    'unmount /proc': (CT + "sc('umount2', addr(b'/proc'), 2)", CTX, {EPERM}),
+    'mount the host proc': (CT + "sc('mount', addr(b'proc'), addr(b'/tmp'), addr(b'proc'), 0, 0)", CTX, {EPERM}),
+    'keyctl': (CT + "sc('keyctl', 0, -3, 0)", CTX, {EPERM}),
+    'bpf': (CT + "sc('bpf', 0, buf_at, 128)", CTX, {EPERM}),
+    'perf_event_open on the scorer': (CT + "buf[4:8] = (112).to_bytes(4, 'little')\n"
+                                      "sc('perf_event_open', buf_at, {scorer}, -1, -1, 0)", CTX, {EPERM}),
+    'prlimit the scorer': (CT + "sc('prlimit64', {scorer}, 9, 0, buf_at)", CTX, {ESRCH}),
+    'io_uring': (CT + "sc('io_uring_setup', 4, buf_at)", CTX, {EPERM}),
+    'shell: kill -9 the scorer': (SH.format(cmd="['sh', '-c', 'kill -9 {scorer}']"), {P}, {CPE}),
+    'shell: kill -9 -1': (SH.format(cmd="['sh', '-c', 'kill -9 -1']"), {P}, {CPE}),
+    'shell: kill -9 1': (SH.format(cmd="['sh', '-c', 'kill -9 1']"), {P}, {CPE}),
+    'shell: kill every visible pid': (SH.format(cmd="['sh', '-c', 'for p in /proc/[0-9]*; do kill -9 ${{p#/proc/}}; done; exit 1']"),
+                                      {P}, {CPE, 'killed (SIGKILL)'}),
+    'child process: pidfd kill its grandparent': (PY.format(src="import os, signal; signal.pidfd_send_signal(os.pidfd_open(1), 9)"),
+                                                  {P}, {CPE}),
+    'child process: read the scorer environment': (PY.format(src="print(open('/proc/{scorer}/environ').read())"), {P}, {CPE}),
+    'child process: write init memory': (PY.format(src="open('/proc/1/mem', 'wb').write(b'x')"), {P}, {CPE}),
+    'connect to the scorer socket': ("import socket\nsocket.socket(socket.AF_UNIX).connect({sock!r})", {'blocked: network'},
+                                     {'blocked: network'}),
+    'child process: connect to the scorer socket': (PY.format(src='import socket; socket.socket(socket.AF_UNIX).connect("{sock}")'),
+                                                    {P}, {CPE}),
+    'child process: open the disk for writing': (PY.format(src="import os, glob\nfor d in glob.glob('/dev/[sv]d?') + glob.glob('/dev/nvme*'):\n"
+                                                           "    os.open(d, os.O_WRONLY); print('opened', d); break\nelse: raise SystemExit(1)"),
+                                                 {P}, {CPE}),
+    'shell: make a cgroup': (SH.format(cmd="['sh', '-c', 'mkdir /sys/fs/cgroup/moco-sandbox-escape || mkdir /sys/fs/cgroup/unified/moco-sandbox-escape']"),
+                             {P}, {CPE}),
+    'shell: remount / read-write and write /root': (SH.format(cmd="['sh', '-c', 'mount -o remount,rw,bind / && touch {home}']"), {P}, {CPE}),
+}
+ESCAPES = {
+    'socket connect': ("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)", {'blocked: network'}, {'blocked: network'}),
+    'write outside tmp': ("open({mark!r}, 'w').write('pwned')", {'blocked: filesystem'}, {'blocked: filesystem'}),
+    'write home': ("open({home!r}, 'w').write('pwned')", {'blocked: filesystem'}, {'blocked: filesystem'}),
+    'delete a file outside': ("import os\nos.remove({victim_file!r})", {'blocked: filesystem'}, {'blocked: filesystem'}),
+    'rename a file outside': ("import os\nos.rename({victim_file!r}, 'stolen')", {'blocked: filesystem'}, {'blocked: filesystem'}),
+    'symlink escape': ("import os\nos.symlink({victim_file!r}, 'link')\nopen('link', 'w').write('pwned')", {'blocked: filesystem'},
+                       {'blocked: filesystem'}),
+    'read the parent environment': ("import os\nprint(open(f'/proc/{{os.getppid()}}/environ').read())", {'blocked: read'},
+                                    {P, 'FileNotFoundError'}),
+    'shell: touch outside': (SH.format(cmd="['sh', '-c', 'touch {mark}']"), {P}, {CPE}),
+    'shell: write a file outside': (SH.format(cmd="['sh', '-c', 'echo pwned >> {victim_file}']"), {P}, {CPE}),
+    'fresh fork_exec': (FRESH_FORK_EXEC, {'PermissionError', P}, None),
+    'multiprocessing': ("import multiprocessing as mp\np = mp.Process(target=print)\np.start(); p.join()", {P}, None),
+    'fork bomb': ("import os\nwhile True:\n    os.fork()", {P}, {'BlockingIOError', 'timeout'}),
+    'memory bomb': ("x = bytearray(8 << 30)", {'MemoryError'}, None),
+    'infinite loop': ("while True:\n    pass", {'timeout'}, {'timeout'}),
+    'sleep forever': ("import time\ntime.sleep(1000)", {'timeout'}, {'timeout'}),
+}
+IDENTITIES = {  # name: (how the probe runs, sandbox switches, layers every result must have)
+    'default': ('this python', {}, {'pidns', 'seccomp', 'no_new_privs'}),
+    'python readable by nobody': ('private python', {}, {'pidns', 'seccomp', 'no_new_privs'}),
+    'nobody cannot read python': ('this python', {'drop': False}, {'pidns', 'seccomp', 'root_user', 'no_caps'}),
+    'no user namespaces': ('this python', {'userns': False}, {'pidns', 'seccomp', 'no_caps'}),
+    'non-root scorer': ('private python as nobody', {}, {'pidns', 'userns', 'seccomp', 'unprivileged_user', 'no_caps'}),
+}
+FULL = ('default', 'python readable by nobody')
+CASES = [(ident, policy, name) for ident in IDENTITIES for policy in ('strict', 'gpu')
+         for name, (_, strict, gpu) in {**CROSS, **(ESCAPES if ident in FULL else {})}.items()
+         if (strict if policy == 'strict' else gpu) is not None]
+_PROBED = {}
+
+
+def _link_tree(src: Path, dst: Path, skip=()):
+    "Hard-link (else copy) the files of `src` into `dst`, directories world-readable."
+    for d, dirs, names in os.walk(src):
+        dirs[:] = [x for x in dirs if x not in skip]
+        out = dst / Path(d).relative_to(src); out.mkdir(parents=True, exist_ok=True); out.chmod(0o755)
+        for n in names:
+            try: os.link(Path(d) / n, out / n, follow_symlinks=True)
+            except OSError: shutil.copy2(Path(d) / n, out / n)
+
+
+@pytest.fixture(scope='module')
+def private_python():
+    "A private copy (hard links) of this interpreter, its standard library and moco, in a directory `nobody` can read."
+    if os.geteuid() != 0 or not sys.platform.startswith('linux'): pytest.skip('needs root on Linux (a copy readable by nobody)')
+    base, ver = Path(sys.base_prefix).resolve(), f'python{sys.version_info.major}.{sys.version_info.minor}'
+    root = Path(tempfile.mkdtemp(prefix='moco-test-python-', dir='/tmp')); root.chmod(0o755)
+    try:
+        (root / 'bin').mkdir(mode=0o755)
+        shutil.copy2(os.path.realpath(sys.executable), root / 'bin' / ver)
+        _link_tree(base / 'lib' / ver, root / 'lib' / ver, skip={'site-packages', 'test', 'idlelib', 'tkinter', 'turtledemo', 'ensurepip'})
+        for lib in (base / 'lib').glob('libpython*'): shutil.copy2(lib, root / 'lib' / lib.name)
+        _link_tree(ROOT / 'moco', root / 'src' / 'moco', skip={'__pycache__'})
+        yield root / 'bin' / ver, dict(LD_LIBRARY_PATH=str(root / 'lib'), PYTHONPATH=str(root / 'src'))
+    finally: shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def probe_traps():
+    "Files outside the sandbox (in the home directory, which the sandbox hides) that hostile programs go for."
+    d = Path(tempfile.mkdtemp(prefix='moco-traps-', dir=str(Path.home()))); d.chmod(0o755)
+    victim = d / 'victim.txt'; victim.write_text('keep me'); victim.chmod(0o666)
+    home = Path.home() / '.moco-sandbox-probe-pwned'; home.unlink(missing_ok=True)
+    values = dict(victim_file=str(victim), mark=str(d / 'escaped'), home=str(home))
+    yield values
+    try:
+        assert victim.read_text() == 'keep me', 'a file outside the sandbox was changed'
+        assert not (d / 'escaped').exists() and not home.exists(), 'a file outside the sandbox was created'
+        for p in ('/sys/fs/cgroup/moco-sandbox-escape', '/sys/fs/cgroup/unified/moco-sandbox-escape'):
+            assert not os.path.exists(p), 'a cgroup was created'
+    finally: shutil.rmtree(d, ignore_errors=True)
+
+
+def _probe(ident: str, policy: str, private_python, traps) -> dict:
+    "Run every program of (identity, policy) through one probe process; {name: result}, plus '' for the probe's end."
+    how, force, _ = IDENTITIES[ident]
+    names = [n for i, p, n in CASES if (i, p) == (ident, policy)]
+    programs = [(n, {**CROSS, **ESCAPES}[n][0]) for n in names]
+    spec = dict(module=run_python.__module__, force=force, gpu=policy == 'gpu', timeout=1.5, programs=programs, values=traps)
+    python, env, ids = sys.executable, dict(os.environ, PYTHONPATH=str(ROOT)), {}
+    if how != 'this python': python, extra = private_python; env.update(extra)
+    if how.endswith('as nobody'): ids = dict(user=65534, group=65534, extra_groups=[]); env['HOME'] = '/tmp'
+    try:
+        p = subprocess.run([python, '-c', PROBE, json.dumps(spec)], capture_output=True, text=True, env=env, timeout=300, **ids)
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e: rc, out, err = 'timeout', e.stdout or '', e.stderr or ''
+    out, err = (x.decode() if isinstance(x, bytes) else x for x in (out, err))
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith('{')]
+    for l in lines:                                    # a probe that died leaves its victim behind
+        if 'victim' in l and l['victim'] in _alive('sleep 300'): os.kill(l['victim'], 9)
+    results = {l['name']: l for l in lines if 'name' in l}
+    end = next((l for l in lines if l.get('done')), None)
+    results[''] = dict(rc=rc, end=end, stderr=err[-2000:])
+    return results
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or not NR, reason='Linux x86-64/arm64 kernel layers')
+@pytest.mark.parametrize('ident,policy,name', CASES)
+def test_hostile_program_is_refused_and_the_scorer_survives(ident, policy, name, request, probe_traps):
+    private = request.getfixturevalue('private_python') if IDENTITIES[ident][0] != 'this python' else None
+    if (ident, policy) not in _PROBED: _PROBED[ident, policy] = _probe(ident, policy, private, probe_traps)
+    results = _PROBED[ident, policy]
+    end = results['']
+    assert end['rc'] == 0 and end['end'], f"the scorer died (exit {end['rc']}) after {len(results) - 1} programs: {end['stderr']}"
+    assert end['end']['victim_alive'], 'a process of the scorer\'s user was killed'
+    assert end['end']['connections'] == 0, "a program connected to the scorer's Unix socket"
+    r = results[name]
+    _, strict, gpu = {**CROSS, **ESCAPES}[name]
+    assert r['score'] == 0 and r['reason'] in (strict if policy == 'strict' else gpu), r
+    assert IDENTITIES[ident][2] <= set(r['layers']), r['layers']
+    if os.geteuid() == 0 and ident != 'nobody cannot read python': assert 'unprivileged_user' in r['layers'], r['layers']
+    if ident == 'nobody cannot read python': assert any('runs as root' in w for w in end['end']['warnings'])
