@@ -6,8 +6,9 @@
 
 The model is a random-weight tiny Llama: its next token depends on every input id, so a missing BOS, a doubled template
 or a different end-of-turn rule changes the text at once. One of its ordinary tokens is declared an extra EOS in its
-generation config, so that EOS handling is exercised too. Everything vLLM-backed is skipped, with the reason and the
-install command, where vLLM cannot be imported; the OpenAI engine's error paths need only the `openai` package.
+generation config, so that EOS handling is exercised too. Everything vLLM-backed is marked `vllm` (`pytest -m vllm`
+selects it) and skipped, with the reason and the command that runs it (`bash .ci/vllm`), where vLLM is not installed;
+the OpenAI engine's error paths need only the `openai` package.
 """
 import functools, json, os, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
@@ -136,6 +137,7 @@ def test_missing_openai_extra_names_the_install(monkeypatch):
     assert "pip install 'moco-collab[openai]'" in OpenAIEngine.unavailable()
     with pytest.raises(EngineError, match=r"pip install 'moco-collab\[openai\]'"): OpenAIEngine('m', base_url='http://127.0.0.1:1/v1')
 
+@pytest.mark.vllm
 def test_vllm_missing_model_fails_before_loading():
     need_vllm()
     from moco.engines.vllm import VLLMEngine
@@ -163,6 +165,7 @@ def test_openai_remote_server_without_key(monkeypatch):
 
 # ---------------------------------------------------------------- vLLM offline engine
 
+@pytest.mark.vllm
 def test_vllm_greedy_equals_hf(veng, hf_greedy):
     out = veng.generate(PROMPTS, GREEDY)
     assert [o.token_ids for o in out] == [o.token_ids for o in hf_greedy]
@@ -172,6 +175,7 @@ def test_vllm_greedy_equals_hf(veng, hf_greedy):
     for v, h in zip(out, hf_greedy):
         assert v.logprobs == pytest.approx(h.logprobs, abs=1e-3)
 
+@pytest.mark.vllm
 def test_vllm_stops_at_every_eos_like_hf(veng, hf_greedy, tiny):
     "The extra EOS from the generation config ends PROMPTS[0] after k tokens, in both engines."
     k = tiny[1]
@@ -179,15 +183,18 @@ def test_vllm_stops_at_every_eos_like_hf(veng, hf_greedy, tiny):
     out = veng.generate(PROMPTS[:1], GREEDY)[0]
     assert (out.finish_reason, out.token_ids) == ('stop', hf_greedy[0].token_ids)
 
+@pytest.mark.vllm
 def test_vllm_seeded_sampling_ignores_batch_position(veng):
     reqs = [Request(f'Question {i}: ' + 'word ' * i, seed=5) for i in range(5)]
     fwd = [o.text for o in veng.generate(reqs, SAMPLED)]
     assert fwd == [o.text for o in veng.generate(reqs[::-1], SAMPLED)][::-1]
     assert len({o.text for o in veng.generate([Request('Hello', seed=s) for s in range(5)], SAMPLED)}) > 1
 
+@pytest.mark.vllm
 def test_vllm_long_prompt_refused_before_compute(veng):
     with pytest.raises(EngineError, match='max_model_len'): veng.generate(['word ' * (veng.max_model_len + 10)], GREEDY)
 
+@pytest.mark.vllm
 def test_vllm_through_the_pool(tiny, hf_greedy, tmp_path):
     "ModelPool builds the vLLM engine from EngineSettings (options reach vllm.LLM) and caches its answers."
     need_vllm()
@@ -201,6 +208,7 @@ def test_vllm_through_the_pool(tiny, hf_greedy, tmp_path):
         assert all(o.cached for o in pool.generate(tiny[0], PROMPTS, GREEDY))
     finally: pool.close()
 
+@pytest.mark.vllm
 def test_vllm_lora_equals_hf_peft(tiny, tmp_path):
     "A base+adapter model runs as a vLLM LoRARequest and matches transformers + peft token for token."
     need_vllm()
@@ -230,6 +238,7 @@ def test_vllm_lora_equals_hf_peft(tiny, tmp_path):
 
 # ---------------------------------------------------------------- OpenAI-compatible engine against a real server
 
+@pytest.mark.vllm
 def test_server_raw_completion_equals_hf(oeng, hf, hf_greedy):
     "A raw completion of the prompt moco renders gives the HF engine's tokens, text, EOS stop and logprobs."
     rendered = [Request(hf.render(p)[0], chat=False) for p in PROMPTS]
@@ -241,6 +250,7 @@ def test_server_raw_completion_equals_hf(oeng, hf, hf_greedy):
     for s, h in zip(out, hf_greedy):
         assert s.logprobs == pytest.approx(h.logprobs, abs=1e-3)
 
+@pytest.mark.vllm
 def test_server_chat_prefix_continues_the_template(oeng, hf, tiny, server):
     "A chat prefix is continued (vLLM continue_final_message): the same tokens as the raw template text + prefix."
     from moco.engines.openai import OpenAIEngine
@@ -254,17 +264,20 @@ def test_server_chat_prefix_continues_the_template(oeng, hf, tiny, server):
     assert [c.token_ids for c in chat] == [c.token_ids for c in same]
     assert chat[0].token_ids != chat[1].token_ids
 
+@pytest.mark.vllm
 def test_server_seeded_sampling(oeng):
     reqs = [Request(f'Question {i}: ' + 'word ' * i, seed=5, chat=False) for i in range(6)]
     a = [o.text for o in oeng.generate(reqs, SAMPLED)]
     assert a == [o.text for o in oeng.generate(reqs[::-1], SAMPLED)][::-1]
     assert len({o.text for o in oeng.generate([Request('Hello', seed=s) for s in range(5)], SAMPLED)}) > 1
 
+@pytest.mark.vllm
 def test_server_concurrent_requests_keep_their_order(oeng):
     reqs = [Request(f'Item {i}: ' + 'the of ' * i, chat=False) for i in range(12)]
     g = GenParams(max_new_tokens=8, temperature=0)
     assert [o.text for o in oeng.generate(reqs, g)] == [oeng.generate([r], g)[0].text for r in reqs]
 
+@pytest.mark.vllm
 def test_server_checks_the_model_name(server, tiny):
     from moco.engines.openai import OpenAIEngine
     with pytest.raises(EngineError, match='does not serve model'): OpenAIEngine('no-such-model', base_url=server)
@@ -272,10 +285,12 @@ def test_server_checks_the_model_name(server, tiny):
     assert eng.server == 'vllm' and eng.model_id == tiny[0] and eng.info['max_model_len'] == 2048
     assert eng.fingerprint() != OpenAIEngine(tiny[0], base_url=server.replace('127.0.0.1', 'localhost')).fingerprint()
 
+@pytest.mark.vllm
 def test_server_refusal_is_an_engine_error(oeng):
     "A request the server rejects (more new tokens than the context) is one error naming the server and the status."
     with pytest.raises(EngineError, match='HTTP 400'): oeng.generate(['hi'], GenParams(max_new_tokens=5000, temperature=0))
 
+@pytest.mark.vllm
 def test_server_through_the_pool(tiny, server, hf, hf_greedy):
     from moco.serving.pool import ModelPool
     pool = ModelPool([tiny[0]], engine=EngineSettings(kind='openai', base_url=server, options={'concurrency': 2}))

