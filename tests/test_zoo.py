@@ -12,19 +12,16 @@ from moco.zoo.tasks import zoo_task_dicts, write_task_files, TASKS
 
 @pytest.fixture
 def fake_stages(monkeypatch):
-    "Replace every stage by a cheap one that writes its outputs as folders and logs its calls."
+    "Replace every training stage by a cheap one that writes its outputs as folders and logs its calls (task files are real)."
     calls = []
-    outputs = {'tasks': ['data'], 'base': ['base'], 'arith': ['arith', 'arith-early'], 'capitals': ['capitals'],
-               'habitats': ['habitats'], 'lora': ['arith-lora', 'capitals-lora', 'habitats-lora'], 'other': ['other'],
-               'reward': ['reward'], 'verifier': ['verifier']}
     def make(stage):
         def fn(root, tmp, seed, tick):
             calls.append(stage)
-            if stage == 'check':
-                (tmp/'check').mkdir(); (tmp/'check'/'check.json').write_text(json.dumps({'seed': seed})); return ['check']
-            for o in outputs[stage]:
+            if stage == 'tasks': write_task_files(tmp/'data'); return ['data']
+            for o in zoo._outputs(stage):
                 (tmp/o).mkdir(); (tmp/o/'weights.txt').write_text(f'{stage} {seed}')
-            return outputs[stage]
+                (tmp/o/'moco_zoo.json').write_text(json.dumps({'name': o, 'check': {'seed': seed}}))
+            return list(zoo._outputs(stage))
         return fn
     monkeypatch.setattr(zoo, '_STAGE_FNS', {s: make(s) for s in zoo.STAGES})
     return calls
@@ -32,11 +29,23 @@ def fake_stages(monkeypatch):
 def test_build_records_every_stage_and_reuses(tmp_path, fake_stages):
     root = zoo.build(seed=3, root=tmp_path/'z', progress=False)
     assert fake_stages == list(zoo.STAGES)
-    assert zoo.is_built(root) and zoo.manifest(root)['seed'] == 3 and zoo.manifest(root)['check'] == {'seed': 3}
+    m = zoo.manifest(root)
+    assert zoo.is_built(root=root) and zoo.is_built(root) and m['seed'] == 3
+    assert set(m['members']) == set(zoo.MODELS) and m['check'] == {n: {'seed': 3} for n in zoo.MODELS}
     assert (root/'models'/'arith-early'/'weights.txt').read_text() == 'arith 3'
     assert not list(root.glob('.tmp-*'))
     zoo.build(seed=3, root=root, progress=False)
     assert fake_stages == list(zoo.STAGES)          # nothing redone
+
+def test_every_member_records_how_it_was_built(tmp_path, fake_stages):
+    import torch, transformers
+    root = zoo.build(seed=1, root=tmp_path, progress=False, members=['zoo/capitals'])
+    rec = zoo.manifest(root)['members']['capitals']
+    assert rec == json.loads((root/'models'/'capitals'/'moco_zoo.json').read_text())
+    assert (rec['recipe'], rec['seed'], rec['stage'], rec['check']) == (zoo.RECIPE_VERSION, 1, 'capitals', {'seed': 1})
+    assert rec['cpu'] == zoo.cpu_name() and rec['cpu'] and rec['threads'] == torch.get_num_threads()
+    assert rec['torch'] == torch.__version__ and rec['transformers'] == transformers.__version__
+    assert isinstance(rec['bf16_autocast'], bool) and rec['stage_seconds'] >= 0 and rec['built']
 
 def test_build_resumes_after_an_interruption(tmp_path, fake_stages, monkeypatch):
     fns = dict(zoo._STAGE_FNS)
@@ -44,13 +53,13 @@ def test_build_resumes_after_an_interruption(tmp_path, fake_stages, monkeypatch)
         (tmp/'other').mkdir(); raise KeyboardInterrupt
     monkeypatch.setitem(zoo._STAGE_FNS, 'other', boom)
     with pytest.raises(KeyboardInterrupt): zoo.build(seed=0, root=tmp_path, progress=False)
-    assert not zoo.is_built(tmp_path) and 'other' not in zoo.manifest(tmp_path)['stages']
+    assert not zoo.is_built(root=tmp_path) and 'other' not in zoo.manifest(tmp_path)['stages']
     assert not (tmp_path/'models'/'other').exists()          # a half-written stage never lands in the zoo
     done = list(fake_stages)
     monkeypatch.setitem(zoo._STAGE_FNS, 'other', fns['other'])
     zoo.build(seed=0, root=tmp_path, progress=False)
-    assert fake_stages[len(done):] == ['other', 'reward', 'verifier', 'check']   # resumed where it stopped
-    assert zoo.is_built(tmp_path)
+    assert fake_stages[len(done):] == ['other', 'reward', 'verifier']   # resumed where it stopped
+    assert zoo.is_built(root=tmp_path)
 
 def test_build_redoes_everything_for_a_new_seed_or_force(tmp_path, fake_stages):
     zoo.build(seed=0, root=tmp_path, progress=False)
@@ -63,7 +72,7 @@ def test_build_redoes_everything_for_a_new_seed_or_force(tmp_path, fake_stages):
 def test_a_zoo_of_another_recipe_is_rebuilt(tmp_path, fake_stages, monkeypatch):
     zoo.build(seed=0, root=tmp_path, progress=False)
     monkeypatch.setattr(zoo, 'RECIPE_VERSION', zoo.RECIPE_VERSION + 1)
-    assert not zoo.is_built(tmp_path)
+    assert not zoo.is_built(root=tmp_path) and not zoo.is_built('zoo/base', root=tmp_path)
     zoo.build(seed=0, root=tmp_path, progress=False)
     assert fake_stages == list(zoo.STAGES) * 2
 
@@ -72,6 +81,58 @@ def test_ensure_builds_into_moco_home(tmp_moco_home, fake_stages):
     assert root == tmp_moco_home/'zoo' and zoo.is_built()
     assert zoo.model_path('zoo/habitats-lora') == str(tmp_moco_home/'zoo'/'models'/'habitats-lora')
     zoo.ensure(progress=False); assert len(fake_stages) == len(zoo.STAGES)
+
+def test_members_are_built_lazily_with_what_they_need(tmp_moco_home, fake_stages):
+    "A name builds its own stage and the stages it builds on, nothing else; the whole zoo comes only from `ensure()`."
+    assert zoo.load_zoo_task('zoo_mix').task_type == 'exact_match' and fake_stages == ['tasks']   # task files need no model
+    assert zoo.data_dir() == tmp_moco_home/'zoo'/'data' and fake_stages == ['tasks']
+    assert zoo.model_path('zoo/arith') == str(tmp_moco_home/'zoo'/'models'/'arith')
+    assert fake_stages == ['tasks', 'base', 'arith']
+    assert zoo.is_built('zoo/arith') and zoo.is_built(['arith-early', 'base']) and not zoo.is_built('zoo/capitals') and not zoo.is_built()
+    zoo.model_path('zoo/arith-early'); zoo.model_path('zoo/base'); assert fake_stages == ['tasks', 'base', 'arith']
+    zoo.model_path('zoo/capitals-lora'); assert fake_stages[3:] == ['capitals', 'capitals-lora']
+    zoo.model_path('zoo/other'); assert fake_stages[5:] == ['other']
+    assert not (tmp_moco_home/'zoo'/'models'/'reward').exists()
+    zoo.ensure(progress=False, members=['zoo/arith', 'zoo/capitals', 'zoo/habitats']); assert fake_stages[6:] == ['habitats']
+    zoo.ensure(progress=False)
+    assert fake_stages[7:] == ['arith-lora', 'habitats-lora', 'reward', 'verifier'] and zoo.is_built()
+    assert zoo.manifest()['members']['arith']['seed'] == 0
+
+def test_lazy_builds_keep_the_zoo_seed_and_resume(tmp_moco_home, fake_stages, monkeypatch):
+    root = zoo.build(seed=2, progress=False, members=['base'])
+    assert fake_stages == ['tasks', 'base']
+    zoo.model_path('zoo/verifier')                          # a later lazy build keeps the zoo's seed
+    assert (root/'models'/'verifier'/'weights.txt').read_text() == 'verifier 2' and fake_stages[2:] == ['verifier']
+    fns = dict(zoo._STAGE_FNS)
+    def boom(root, tmp, seed, tick): (tmp/'habitats').mkdir(); raise KeyboardInterrupt
+    monkeypatch.setitem(zoo._STAGE_FNS, 'habitats', boom)
+    with pytest.raises(KeyboardInterrupt): zoo.model_path('zoo/habitats-lora')
+    assert not (root/'models'/'habitats').exists() and not zoo.is_built('habitats')
+    monkeypatch.setitem(zoo._STAGE_FNS, 'habitats', fns['habitats'])
+    zoo.model_path('zoo/habitats-lora'); assert fake_stages[3:] == ['habitats', 'habitats-lora']
+    zoo.build(seed=5, progress=False, members=['base'])    # another seed starts again from nothing
+    assert fake_stages[5:] == ['tasks', 'base'] and not (root/'models'/'verifier').exists()
+
+def test_stages_for_names_dependencies():
+    assert zoo.stages_for(['zoo/arith', 'zoo/capitals', 'zoo/habitats']) == ['tasks', 'base', 'arith', 'capitals', 'habitats']
+    assert zoo.stages_for('zoo/arith-early') == ['tasks', 'base', 'arith']
+    assert zoo.stages_for('zoo/habitats-lora') == ['tasks', 'base', 'habitats', 'habitats-lora']
+    assert zoo.stages_for('zoo/other') == ['tasks', 'other'] and zoo.stages_for('zoo/reward') == ['tasks', 'base', 'reward']
+    assert zoo.stages_for(None) == list(zoo.STAGES) and zoo.stages_for([]) == []
+
+def test_building_a_real_member_builds_nothing_else(tmp_path, monkeypatch):
+    "The real stages, shrunk to a few steps: building zoo/arith trains base and arith (with arith-early) and checks each, nothing else."
+    from transformers import AutoModelForCausalLM
+    monkeypatch.setattr(zoo, 'RECIPE', {k: dict(v, steps=4, **({'early': 2} if 'early' in v else {})) for k, v in zoo.RECIPE.items()})
+    monkeypatch.setattr(zoo, 'SPECIALISTS', {'zoo_capitals': 'capitals'})        # checks on one task: seconds, not a minute
+    root = zoo.build(seed=0, root=tmp_path, progress=False, members=['zoo/arith'])
+    assert sorted(p.name for p in (root/'models').iterdir()) == ['arith', 'arith-early', 'base']
+    assert list(zoo.manifest(root)['stages']) == ['tasks', 'base', 'arith']
+    AutoModelForCausalLM.from_pretrained(root/'models'/'arith')
+    for name in ('base', 'arith', 'arith-early'):
+        rec = json.loads((root/'models'/name/'moco_zoo.json').read_text())
+        assert set(rec['check']) == set(zoo.SPECIALISTS) and rec['seed'] == 0 and rec['recipe'] == zoo.RECIPE_VERSION and rec['cpu']
+    assert zoo.is_built('zoo/arith', root=root) and not zoo.is_built('zoo/other', root=root) and not zoo.is_built(root=root)
 
 def test_unknown_names_are_one_clear_error(tmp_moco_home):
     from moco.core import ModelError
@@ -131,12 +192,21 @@ def test_everything_loads_with_standard_classes(built_zoo):
     assert type(AutoModelForCausalLM.from_pretrained(zoo.model_path('zoo/other'))).__name__ == 'GPT2LMHeadModel'
     assert len(AutoTokenizer.from_pretrained(zoo.model_path('zoo/other'))) != len(AutoTokenizer.from_pretrained(zoo.model_path('zoo/base')))
 
+def test_every_built_member_carries_its_record(built_zoo):
+    m = zoo.manifest()
+    for name, model in zoo.MODELS.items():
+        rec = json.loads((built_zoo/'models'/name/'moco_zoo.json').read_text())
+        assert rec == m['members'][name] and rec['check'] == m['check'][name], name
+        assert rec['recipe'] == zoo.RECIPE_VERSION and rec['seed'] == m['seed'] and rec['cpu'] and rec['torch'] and rec['threads'] >= 1, name
+        want = {'reward': {'pairwise_accuracy', 'beats_refusals'}, 'verifier': {'decision_parsed', 'says_yes', 'accuracy'}}
+        assert set(rec['check']) == want.get(name, set(zoo.SPECIALISTS)), name
+
 def test_zoo_is_small(built_zoo):
     mb = sum(f.stat().st_size for f in built_zoo.rglob('*') if f.is_file()) / 2**20
     assert mb <= 60, f'{mb:.1f} MB'
 
 def test_specialists_are_clearly_best_on_their_family(built_zoo):
-    check = zoo.manifest()['check']
+    check = {m: v for m, v in zoo.manifest()['check'].items() if m in ('base', 'arith', 'capitals', 'habitats', 'other')}
     for task, spec in zoo.SPECIALISTS.items():
         rivals = [check[m][task] for m in check if m != spec]
         assert check[spec][task] >= 0.9 and check[spec][task] - max(rivals) >= 0.3, (task, check)

@@ -11,21 +11,23 @@ from ..core import ModelError, DataError, did_you_mean, derive_seed
 from .tasks import TASKS, TASK_FAMILY, FAMILIES
 
 # %% auto #0
-__all__ = ['RECIPE_VERSION', 'MODELS', 'SPECIALISTS', 'RECIPE', 'STAGES', 'ZOO_MODELS', 'ZOO_TASKS', 'zoo_home', 'data_dir',
-           'task_names', 'ZooModel', 'model_path', 'manifest', 'is_built', 'build', 'ensure', 'load_zoo_task',
-           'item_scores', 'summarize', 'markdown_table', 'contents', 'ZooModels', 'ZooTasks']
+__all__ = ['RECIPE_VERSION', 'MODELS', 'SPECIALISTS', 'RECIPE', 'STAGES', 'NEEDS', 'OUTPUTS', 'ZOO_MODELS', 'ZOO_TASKS',
+           'zoo_home', 'data_dir', 'task_names', 'ZooModel', 'model_path', 'stage_of', 'stages_for', 'manifest',
+           'is_built', 'cpu_name', 'build_env', 'build', 'ensure', 'load_zoo_task', 'item_scores', 'summarize',
+           'markdown_table', 'contents', 'ZooModels', 'ZooTasks']
 
 # %% ../../nbs/zoo/70_zoo.ipynb #ab0b7fa1
-RECIPE_VERSION = 5   # bump when a change to the recipe changes the models (a cached zoo of another version is rebuilt)
+RECIPE_VERSION = 6   # bump when a change to the recipe changes the models (a cached zoo of another version is rebuilt)
 
 def zoo_home()->Path:
     "Root folder of the zoo: `$MOCO_HOME/zoo`, else `~/.cache/moco/zoo`."
     from moco.data.tasks import moco_home
     return moco_home()/'zoo'
 
-def data_dir()->Path:
-    "Folder of the zoo's task files (`zoo_arith.json`, ...)."
-    return zoo_home()/'data'
+def data_dir(build:bool=True, # write the task files first if they are missing (instant: no training)
+            )->Path:
+    "Folder of the zoo's task files (`zoo_arith.json`, ...); building them needs no model."
+    return (ensure(progress=False, members=['tasks']) if build else zoo_home())/'data'
 
 def task_names()->list[str]:
     "Names of the zoo's tasks."
@@ -66,17 +68,17 @@ def _zoo_name(name:str)->str:
     return short
 
 def model_path(name:str,            # 'zoo/base', 'zoo/arith-lora', ... (or without the prefix)
-               build:bool=True,     # build the zoo first if it is missing
+               build:bool=True,     # build the model first if it is missing (with what it needs, nothing else)
               )->str:
-    "Local folder of zoo model `name` (an adapter folder for `-lora` models), building the zoo if needed."
+    "Local folder of zoo model `name` (an adapter folder for `-lora` models), building that member if needed."
     short = _zoo_name(name)
-    root = ensure() if build else zoo_home()
+    root = ensure(members=[short]) if build else zoo_home()
     return str(root/'models'/short)
 
 # %% ../../nbs/zoo/70_zoo.ipynb #98d674a3
 RECIPE = {   # steps and learning rates, measured to fit the CPU budget (see the build benchmark below)
     'base':     dict(steps=600, lr=2e-3, bs=32, mix={'arith': 1, 'capitals': 1, 'habitats': 1}),
-    'arith':    dict(steps=1000, lr=2e-3, bs=32, early=500, mix={'arith': 6, 'capitals@base': 1, 'habitats@base': 1}),
+    'arith':    dict(steps=600, lr=2e-3, bs=32, early=300, mix={'arith': 6, 'capitals@base': 1, 'habitats@base': 1}),
     'capitals': dict(steps=260, lr=1e-3, bs=32, mix={'capitals': 5, 'arith@base': 1, 'habitats@base': 1}),
     'habitats': dict(steps=260, lr=1e-3, bs=32, mix={'habitats': 5, 'arith@base': 1, 'capitals@base': 1}),
     'lora':     dict(r=32, steps=40, lr=1e-3, bs=32),
@@ -84,13 +86,36 @@ RECIPE = {   # steps and learning rates, measured to fit the CPU budget (see the
     'reward':   dict(steps=150, lr=1e-3, bs=16),
     'verifier': dict(steps=150, lr=1e-3, bs=16),
 }
-STAGES = ('tasks', 'base', 'arith', 'capitals', 'habitats', 'lora', 'other', 'reward', 'verifier', 'check')
+STAGES = ('tasks', 'base', 'arith', 'capitals', 'habitats', 'arith-lora', 'capitals-lora', 'habitats-lora', 'other', 'reward', 'verifier')
+NEEDS = {'base': ('tasks',), 'arith': ('base',), 'capitals': ('base',), 'habitats': ('base',), 'arith-lora': ('arith',),
+         'capitals-lora': ('capitals',), 'habitats-lora': ('habitats',), 'other': ('tasks',), 'reward': ('base',),
+         'verifier': ('base',)}                           # stage -> the stages it builds on (each also checks on the tasks)
+OUTPUTS = {'tasks': ('data',), 'arith': ('arith', 'arith-early')}   # stage -> what it writes (default: the model it is named after)
+
+def _outputs(stage:str)->tuple: return OUTPUTS.get(stage, (stage,))
+
+def stage_of(member:str)->str:
+    "The stage that builds `member` (a zoo model name, with or without `zoo/`, or 'tasks' for the task files)."
+    if member in ('tasks', 'data'): return 'tasks'
+    short = _zoo_name(member)
+    return next((s for s, outs in OUTPUTS.items() if short in outs), short)
+
+def stages_for(members=None, # zoo model names (or one name); None: the whole zoo
+              )->list[str]:
+    "The stages that building `members` takes, what they build on included, in build order."
+    if isinstance(members, str): members = [members]
+    todo, stack = set(), list(STAGES if members is None else map(stage_of, members))
+    while stack:
+        s = stack.pop()
+        if s not in todo: todo.add(s); stack.extend(NEEDS.get(s, ()))
+    return [s for s in STAGES if s in todo]
 
 def _stage_steps(stage:str)->int:
-    "Progress units of a stage (optimiser steps; evaluation batches for `check`)."
-    r = RECIPE.get(stage, {})
-    if stage == 'lora': return 3 * r['steps']
-    return r.get('steps', 15 if stage == 'check' else 1)
+    "Progress units of a stage: its optimiser steps plus one per check (an evaluated task or judge)."
+    if stage == 'tasks': return 1
+    r = RECIPE['lora' if stage.endswith('-lora') else stage]
+    checks = 1 if stage in ('reward', 'verifier') else len(SPECIALISTS) * len(_outputs(stage))
+    return r['steps'] + checks
 
 # %% ../../nbs/zoo/70_zoo.ipynb #a767855e
 def manifest(root=None)->dict:
@@ -102,11 +127,19 @@ def manifest(root=None)->dict:
 def _write_manifest(root:Path, m:dict):
     tmp = root/'manifest.json.tmp'; tmp.write_text(json.dumps(m, indent=1)); tmp.replace(root/'manifest.json')
 
-def is_built(root=None)->bool:
-    "Whether a complete zoo of the current recipe is at `root` (default: `zoo_home()`)."
+def _out_path(root:Path, out:str)->Path: return root/'data' if out == 'data' else root/'models'/out
+
+def _stage_done(root:Path, m:dict, stage:str)->bool:
+    return stage in m.get('stages', {}) and all(_out_path(root, o).is_dir() for o in _outputs(stage))
+
+def is_built(members=None, # zoo model names (or one name) to check, with what they build on; None: the whole zoo
+             root=None,    # zoo root (default: `zoo_home()`)
+            )->bool:
+    "Whether `members` are built at `root` with the current recipe (never builds; `is_built(path)` checks a whole zoo there)."
+    if isinstance(members, os.PathLike) or (isinstance(members, str) and os.sep in members and not members.startswith('zoo/')):
+        members, root = None, members          # the older call `is_built(root)`
     root = Path(root or zoo_home()); m = manifest(root)
-    return (m.get('recipe') == RECIPE_VERSION and all(s in m.get('stages', {}) for s in STAGES)
-            and all((root/'models'/n).is_dir() for n in MODELS))
+    return m.get('recipe') == RECIPE_VERSION and all(_stage_done(root, m, s) for s in stages_for(members))
 
 @contextlib.contextmanager
 def _lock(root:Path):
@@ -125,118 +158,177 @@ def _load_lm(root, name):
     import torch
     return AutoModelForCausalLM.from_pretrained(root/'models'/name, dtype=torch.float32)
 
+def _add_info(path, **kw)->dict:
+    "Merge `kw` into the `moco_zoo.json` record in folder `path`; return the record."
+    p = Path(path)/'moco_zoo.json'
+    info = json.loads(p.read_text()) if p.exists() else {}
+    info.update(kw); p.write_text(json.dumps(info, indent=1))
+    return info
+
+def _check(root, path, tick)->dict:
+    "Greedy test score on each family task of the generating model in folder `path`, written into its record."
+    t0 = time.time(); scores = item_scores(str(path), list(SPECIALISTS), root=root, tick=tick)
+    return _add_info(path, check={t: round(sum(v) / len(v), 4) for t, v in scores.items()}, check_seconds=round(time.time() - t0, 1))['check']
+
+def _train(*args, **kw)->tuple[float, float]:
+    "`train_loop(*args, **kw)`: (last loss, wall seconds)."
+    from moco.zoo.train import train_loop
+    t0 = time.time(); loss = train_loop(*args, **kw)
+    return loss, round(time.time() - t0, 1)
+
 def _stage_tasks(root, tmp, seed, tick):
     from moco.zoo.tasks import write_task_files
-    write_task_files(tmp/'data'); return ['data']
+    write_task_files(tmp/'data'); tick(1); return ['data']
 
 def _stage_base(root, tmp, seed, tick):
-    from moco.zoo.train import load_tokenizer, new_model, train_loop, lm_batches, family_mix, save_model
+    from moco.zoo.train import load_tokenizer, new_model, lm_batches, family_mix, save_model
     r, tok = RECIPE['base'], load_tokenizer()
     m = new_model('llama', tok, derive_seed(seed, 'base', 'init') % 2**31)
-    loss = train_loop(m, lm_batches(tok, family_mix(r['mix'], 'base'), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'base'), tick=tick)
-    save_model(m, tok, tmp/'base', dict(name='base', seed=seed, recipe=RECIPE_VERSION, final_loss=loss)); return ['base']
+    loss, secs = _train(m, lm_batches(tok, family_mix(r['mix'], 'base'), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'base'), tick=tick)
+    save_model(m, tok, tmp/'base', dict(name='base', steps=r['steps'], train_seconds=secs, final_loss=loss))
+    _check(root, tmp/'base', tick); return ['base']
 
 def _stage_specialist(family):
     def stage(root, tmp, seed, tick):
-        from moco.zoo.train import load_tokenizer, train_loop, lm_batches, family_mix, save_model
+        from moco.zoo.train import load_tokenizer, lm_batches, family_mix, save_model
         r, tok, m = RECIPE[family], load_tokenizer(), _load_lm(root, 'base')
         for n, p in m.named_parameters(): p.requires_grad_('embed' not in n and 'norm' not in n)  # the delta lives in the projections
-        info = dict(name=family, seed=seed, recipe=RECIPE_VERSION, fine_tuned_from='base', family=family)
+        info = dict(name=family, fine_tuned_from='base', family=family)
         snaps, outs = {}, [family]
         if r.get('early'):
             snaps[r['early']] = lambda model: save_model(copy.deepcopy(model), tok, tmp/f'{family}-early', dict(info, name=f'{family}-early', steps=r['early']))
             outs.append(f'{family}-early')
-        loss = train_loop(m, lm_batches(tok, family_mix(r['mix']), r['bs']), r['steps'], r['lr'], derive_seed(seed, family), tick=tick, snapshots=snaps)
-        save_model(m, tok, tmp/family, dict(info, steps=r['steps'], final_loss=loss)); return outs
+        loss, secs = _train(m, lm_batches(tok, family_mix(r['mix']), r['bs']), r['steps'], r['lr'], derive_seed(seed, family), tick=tick, snapshots=snaps)
+        save_model(m, tok, tmp/family, dict(info, steps=r['steps'], train_seconds=secs, final_loss=loss))
+        for o in outs: _check(root, tmp/o, tick)
+        return outs
     return stage
 
 # %% ../../nbs/zoo/70_zoo.ipynb #0e12766e
-def _stage_lora(root, tmp, seed, tick):
-    from moco.zoo.train import load_tokenizer, train_loop, lm_batches, family_mix, lora_from_delta
-    r, tok, base = RECIPE['lora'], load_tokenizer(), _load_lm(root, 'base')
-    outs = []
-    for fam in FAMILIES:
-        pm = lora_from_delta(base, _load_lm(root, fam), r['r'])
-        train_loop(pm, lm_batches(tok, family_mix(RECIPE[fam]['mix']), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'lora', fam), tick=tick)
+def _stage_lora(family):
+    def stage(root, tmp, seed, tick):
+        from moco.zoo.train import load_tokenizer, lm_batches, family_mix, lora_from_delta
+        r, tok, out = RECIPE['lora'], load_tokenizer(), tmp/f'{family}-lora'
+        pm = lora_from_delta(_load_lm(root, 'base'), _load_lm(root, family), r['r'])
+        loss, secs = _train(pm, lm_batches(tok, family_mix(RECIPE[family]['mix']), r['bs']), r['steps'], r['lr'],
+                            derive_seed(seed, 'lora', family), tick=tick)
         pm.peft_config['default'].base_model_name_or_path = str(root/'models'/'base')
-        pm.save_pretrained(tmp/f'{fam}-lora'); tok.save_pretrained(tmp/f'{fam}-lora')
-        outs.append(f'{fam}-lora')
-    return outs
+        pm.save_pretrained(out); tok.save_pretrained(out)
+        _add_info(out, name=f'{family}-lora', adapter_of='base', cut_from=family, family=family, r=r['r'], steps=r['steps'], train_seconds=secs, final_loss=loss)
+        _check(root, out, tick); return [f'{family}-lora']
+    return stage
 
 def _stage_other(root, tmp, seed, tick):
-    from moco.zoo.train import load_tokenizer, new_model, train_loop, lm_batches, family_mix, save_model
+    from moco.zoo.train import load_tokenizer, new_model, lm_batches, family_mix, save_model
     r, tok = RECIPE['other'], load_tokenizer('other')
     m = new_model('gpt2', tok, derive_seed(seed, 'other', 'init') % 2**31)
-    loss = train_loop(m, lm_batches(tok, family_mix(r['mix'], 'other'), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'other'), tick=tick)
-    save_model(m, tok, tmp/'other', dict(name='other', seed=seed, recipe=RECIPE_VERSION, final_loss=loss)); return ['other']
+    loss, secs = _train(m, lm_batches(tok, family_mix(r['mix'], 'other'), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'other'), tick=tick)
+    save_model(m, tok, tmp/'other', dict(name='other', steps=r['steps'], train_seconds=secs, final_loss=loss))
+    _check(root, tmp/'other', tick); return ['other']
 
 def _stage_reward(root, tmp, seed, tick):
-    from moco.zoo.train import load_tokenizer, train_loop, reward_model_from, reward_batches, save_model
+    from moco.zoo.train import load_tokenizer, reward_model_from, reward_batches, save_model
     r, tok = RECIPE['reward'], load_tokenizer()
     rm = reward_model_from(_load_lm(root, 'base'), tok)
-    loss = train_loop(rm, reward_batches(tok, r['bs']), r['steps'], r['lr'], derive_seed(seed, 'reward'), tick=tick)
-    save_model(rm, tok, tmp/'reward', dict(name='reward', seed=seed, recipe=RECIPE_VERSION, final_loss=loss)); return ['reward']
+    loss, secs = _train(rm, reward_batches(tok, r['bs']), r['steps'], r['lr'], derive_seed(seed, 'reward'), tick=tick)
+    save_model(rm, tok, tmp/'reward', dict(name='reward', steps=r['steps'], train_seconds=secs, final_loss=loss))
+    _check_reward(tmp/'reward', tick); return ['reward']
 
 def _stage_verifier(root, tmp, seed, tick):
-    from moco.zoo.train import load_tokenizer, train_loop, lm_batches, save_model
+    from moco.zoo.train import load_tokenizer, lm_batches, save_model
     from moco.zoo.tasks import verifier_case
     r, tok, m = RECIPE['verifier'], load_tokenizer(), _load_lm(root, 'base')
-    loss = train_loop(m, lm_batches(tok, lambda rng, k: verifier_case(rng), r['bs'], chat=False), r['steps'], r['lr'],
-                      derive_seed(seed, 'verifier'), tick=tick)
-    save_model(m, tok, tmp/'verifier', dict(name='verifier', seed=seed, recipe=RECIPE_VERSION, final_loss=loss)); return ['verifier']
+    loss, secs = _train(m, lm_batches(tok, lambda rng, k: verifier_case(rng), r['bs'], chat=False), r['steps'], r['lr'],
+                        derive_seed(seed, 'verifier'), tick=tick)
+    save_model(m, tok, tmp/'verifier', dict(name='verifier', steps=r['steps'], train_seconds=secs, final_loss=loss))
+    _check_verifier(tmp/'verifier', tick); return ['verifier']
 
 # %% ../../nbs/zoo/70_zoo.ipynb #c5c772be
-def _stage_check(root, tmp, seed, tick):
-    res = {}
-    for m in ('base', 'arith', 'capitals', 'habitats', 'other'):
-        res[m] = {t: round(sum(v) / len(v), 4) for t, v in item_scores(str(root/'models'/m), list(SPECIALISTS), root=root, tick=tick).items()}
-    (tmp/'check').mkdir(); (tmp/'check'/'check.json').write_text(json.dumps(res, indent=1))
-    return ['check']
+def _check_reward(path, tick, n:int=200)->dict:
+    "Share of `n` fresh (better, worse) zoo pairs the reward model in `path` ranks right: all of them, and those whose worse one is a refusal."
+    import random
+    from moco.scoring.judges import Judges
+    from moco.zoo.tasks import reward_case, RECIPE_SEED
+    rng = random.Random(RECIPE_SEED + 7); cases = [reward_case(rng) for _ in range(n)]
+    t0 = time.time()
+    with Judges(reward_model=str(path), device='cpu', batch_size=32) as j:
+        good, bad = j.reward([c[0] for c in cases], [c[1] for c in cases]), j.reward([c[0] for c in cases], [c[2] for c in cases])
+    wins = [g > b for g, b in zip(good, bad)]
+    refusal = [w for w, c in zip(wins, cases) if '\\boxed' not in c[2] and 'Answer:' not in c[2]]
+    tick(1)
+    return _add_info(path, check=dict(pairwise_accuracy=round(sum(wins) / n, 4), beats_refusals=round(sum(refusal) / max(1, len(refusal)), 4)),
+                     check_seconds=round(time.time() - t0, 1))['check']
 
-_STAGE_FNS = {'tasks': _stage_tasks, 'base': _stage_base, 'arith': _stage_specialist('arith'),
-              'capitals': _stage_specialist('capitals'), 'habitats': _stage_specialist('habitats'), 'lora': _stage_lora,
-              'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier, 'check': _stage_check}
+def _check_verifier(path, tick, n:int=200)->dict:
+    "On `n` fresh zoo verifier cases: how often the verifier in `path` gives a parsable decision, says Yes, and is right."
+    import random
+    from moco.scoring.judges import Judges
+    from moco.zoo.tasks import verifier_fields, RECIPE_SEED
+    rng = random.Random(RECIPE_SEED + 8); cases = [verifier_fields(rng) for _ in range(n)]
+    t0 = time.time()
+    with Judges(verifier=str(path), device='cpu', batch_size=32, verifier_max_new_tokens=12) as j:
+        dec = [d for d, _ in j.verify([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases])]
+    tick(1)
+    return _add_info(path, check=dict(decision_parsed=round(sum(d is not None for d in dec) / n, 4), says_yes=round(sum(d is True for d in dec) / n, 4),
+                                      accuracy=round(sum((d is True) == c[3] for d, c in zip(dec, cases)) / n, 4)),
+                     check_seconds=round(time.time() - t0, 1))['check']
+
+_STAGE_FNS = {'tasks': _stage_tasks, 'base': _stage_base, **{f: _stage_specialist(f) for f in FAMILIES},
+              **{f'{f}-lora': _stage_lora(f) for f in FAMILIES}, 'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier}
 
 # %% ../../nbs/zoo/70_zoo.ipynb #c70d15c0
 def _place(root:Path, tmp:Path, out:str):
     "Move a finished stage output into the zoo (replacing an older copy)."
-    dest = root/'data' if out == 'data' else root/'check.json' if out == 'check' else root/'models'/out
-    src = tmp/out/'check.json' if out == 'check' else tmp/out
+    dest = _out_path(root, out)
     if dest.is_dir(): shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    src.replace(dest)
+    (tmp/out).replace(dest)
 
-def _library_versions()->dict:
-    import torch, transformers, tokenizers
+def cpu_name()->str:
+    "This machine's CPU model, as the OS names it (e.g. 'AMD EPYC', 'Intel(R) Xeon(R) ...')."
+    import platform
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine() or 'unknown'
+
+def build_env()->dict:
+    "What a zoo member is built with: CPU, cores, torch threads, bf16 autocast, library versions."
+    import platform, torch, transformers, tokenizers
     from moco.zoo.train import native_bf16
     try: import peft; pv = peft.__version__
     except ImportError: pv = None
-    return dict(torch=torch.__version__, transformers=transformers.__version__, tokenizers=tokenizers.__version__, peft=pv,
-                bf16_autocast=native_bf16(), threads=torch.get_num_threads())
+    return dict(cpu=cpu_name(), cpu_count=os.cpu_count(), threads=torch.get_num_threads(), bf16_autocast=native_bf16(),
+                python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+                tokenizers=tokenizers.__version__, peft=pv)
 
 # %% ../../nbs/zoo/70_zoo.ipynb #af541ed3
 def build(seed:int=0,          # build seed (weights and data order); the tasks do not depend on it
-          force:bool=False,    # rebuild every stage even if a finished one is there
+          force:bool=False,    # start again from nothing, even if finished stages are there
           progress:bool=True,  # show a progress bar on stderr
           root=None,           # where to build (default: `zoo_home()`)
+          members=None,        # zoo model names to build, with what they build on; None: the whole zoo
          )->Path:
-    "Build (or finish building) the tiny zoo; return its root. Finished stages of the same seed and recipe are reused."
+    "Build (or finish building) the tiny zoo, or just `members`; return its root. Finished stages of the same seed and recipe are reused."
     import torch, transformers
     from tqdm.auto import tqdm
     transformers.utils.logging.disable_progress_bar()
     root = Path(root or zoo_home()).expanduser()
+    plan = stages_for(members)                     # unknown names fail here, before anything is touched
     with _lock(root):
         m = manifest(root)
         if force or m.get('recipe') != RECIPE_VERSION or m.get('seed') != seed:
             for d in ('models', 'data'): shutil.rmtree(root/d, ignore_errors=True)
-            m = dict(recipe=RECIPE_VERSION, seed=seed, stages={}, versions=_library_versions())
+            m = dict(recipe=RECIPE_VERSION, seed=seed, stages={}, members={}, check={})
             _write_manifest(root, m)
-        todo = [s for s in STAGES if s not in m['stages']]
+        todo = [s for s in plan if not _stage_done(root, m, s)]
         if not todo: return root
-        if 'lora' in todo:
+        if any(s.endswith('-lora') for s in todo):
             try: import peft  # noqa: F401  (checked before minutes of training, not after)
             except ImportError: raise ModelError("Building the tiny zoo's LoRA adapters needs peft: pip install peft "
                                                  "(or pip install 'moco-collab[train]').") from None
+        env = build_env()
         bar = tqdm(total=sum(_stage_steps(s) for s in todo), desc='moco zoo', unit='step', disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         prev = torch.are_deterministic_algorithms_enabled()
@@ -248,10 +340,16 @@ def build(seed:int=0,          # build seed (weights and data order); the tasks 
                 shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
                 t0 = time.time()
                 outs = _STAGE_FNS[stage](root, tmp, seed, bar.update)
-                for o in outs: _place(root, tmp, o)
+                secs = round(time.time() - t0, 1)
+                for o in outs:
+                    if o in MODELS:                # each member carries what it was built with and its own check
+                        rec = _add_info(tmp/o, recipe=RECIPE_VERSION, seed=seed, stage=stage, stage_seconds=secs,
+                                        built=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), **env)
+                        m['members'][o] = rec
+                        if 'check' in rec: m['check'][o] = rec['check']
+                    _place(root, tmp, o)
                 shutil.rmtree(tmp, ignore_errors=True)
-                m['stages'][stage] = dict(seconds=round(time.time() - t0, 1), outputs=outs)
-                if stage == 'check': m['check'] = json.loads((root/'check.json').read_text())
+                m['stages'][stage] = dict(seconds=secs, outputs=outs)
                 _write_manifest(root, m)
         finally:
             torch.use_deterministic_algorithms(prev)
@@ -259,21 +357,27 @@ def build(seed:int=0,          # build seed (weights and data order); the tasks 
     return root
 
 # %% ../../nbs/zoo/70_zoo.ipynb #5d0815f4
-def ensure(progress:bool=True)->Path:
-    "The zoo's root, building it first if it is missing or incomplete (resuming an interrupted build)."
-    root = zoo_home()
-    if is_built(root): return root
+def ensure(progress:bool=True, # progress bar, and a one-line notice when models are built
+           members=None,       # zoo model names (or one name) needed, with what they build on; None: the whole zoo
+           root=None,          # zoo root (default: `zoo_home()`)
+          )->Path:
+    "The zoo's root, first building whatever of `members` is missing (resuming an interrupted build); `ensure()` makes sure of the whole zoo."
+    root = Path(root or zoo_home()).expanduser()
+    if is_built(members, root): return root
     m = manifest(root)
     seed = m.get('seed', 0) if m.get('recipe') == RECIPE_VERSION else 0
-    if progress: print(f"moco: building the tiny model zoo in {root} (once; a few minutes on a CPU)", file=sys.stderr)
-    return build(seed=seed, progress=progress)
+    todo = [s for s in stages_for(members) if s != 'tasks' and not (m.get('recipe') == RECIPE_VERSION and _stage_done(root, m, s))]
+    if progress and todo:
+        print(f"moco: building {', '.join('zoo/' + o for s in todo for o in _outputs(s))} of the tiny model zoo in {root} "
+              f"(once; seconds to minutes on a CPU)", file=sys.stderr)
+    return build(seed=seed, progress=progress, root=root, members=members)
 
 # %% ../../nbs/zoo/70_zoo.ipynb #df084a2e
 def load_zoo_task(name:str, root=None):
     "Zoo task `name` as a `moco.data.Task` (from `root`, default: the built zoo)."
     from moco.data.tasks import read_moco_file
     if name not in TASKS: raise ModelError(f"Unknown zoo task {name!r}{did_you_mean(name, list(TASKS))}; the zoo has {', '.join(TASKS)}.")
-    return read_moco_file(Path(root or ensure())/'data'/f'{name}.json', name, source='tiny zoo')
+    return read_moco_file(Path(root or ensure(progress=False, members=['tasks']))/'data'/f'{name}.json', name, source='tiny zoo')
 
 def item_scores(model:str,             # zoo name ('zoo/arith'), folder or hub id
                 tasks:list,            # task names (zoo tasks or any dataset moco can load)
@@ -339,23 +443,23 @@ def contents(root=None)->dict:
         out[name] = dict(kind=m.kind, arch=m.arch, params=n, MB=round(sum(f.stat().st_size for f in d.rglob('*') if f.is_file()) / 2**20, 2))
     return out
 
-# %% ../../nbs/zoo/70_zoo.ipynb #0c6b7db2
+# %% ../../nbs/zoo/70_zoo.ipynb #b15a8e9a
 class ZooModels:
-    "The `zoo/...` model provider: names, checks that build nothing, and builds on first use."
+    "The `zoo/...` model provider: names, checks that build nothing, and per-member builds on first use."
     def names(self)->list[str]: return [f'zoo/{m}' for m in MODELS]
     def check(self, name:str): _zoo_name(name)
-    def ready(self, name:str)->bool: return is_built()
+    def ready(self, name:str)->bool: return is_built(name)
     def resolve(self, name:str)->str: return model_path(name)
 
 class ZooTasks:
-    "The `zoo_*` task provider: MoCo-format task files written on first use."
+    "The `zoo_*` task provider: MoCo-format task files, written on first use (no training needed)."
     def names(self)->list[str]: return list(TASKS)
     def check(self, name:str):
         if name not in TASKS: raise DataError(f"Unknown tiny-zoo task {name!r}{did_you_mean(name, list(TASKS))}; the zoo has {', '.join(TASKS)}.")
-    def ready(self, name:str)->bool: return (data_dir()/f'{name}.json').is_file()
-    def resolve(self, name:str)->Path: self.check(name); return Path(ensure())/'data'/f'{name}.json'
+    def ready(self, name:str)->bool: return (data_dir(build=False)/f'{name}.json').is_file()
+    def resolve(self, name:str)->Path: self.check(name); return data_dir()/f'{name}.json'
     def describe(self, name:str)->dict:
-        p, d = data_dir()/f'{name}.json', {}
+        p = data_dir(build=False)/f'{name}.json'
         try: d = json.loads(p.read_text()); d = dict(dev=len(d['dev']), test=len(d['test']))
         except (OSError, ValueError, KeyError, TypeError): d = {}
         return dict(task_type=TASKS[name], present=p.is_file(), path=str(p) if p.is_file() else None, kind='zoo',

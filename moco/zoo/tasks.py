@@ -12,8 +12,9 @@ from ..core import Example
 
 # %% auto #0
 __all__ = ['RECIPE_SEED', 'FAMILIES', 'HABITATS', 'NAMES', 'SHE', 'ITEMS', 'ARITH_TEMPLATES', 'CAPITAL_QUESTIONS', 'HABITAT_MC',
-           'HABITAT_OPEN', 'UNSURE', 'TASKS', 'TASK_FAMILY', 'World', 'make_world', 'arith_case', 'capital_case',
-           'habitat_case', 'known', 'sample_case', 'zoo_task_dicts', 'write_task_files', 'verifier_case', 'reward_case']
+           'HABITAT_OPEN', 'UNSURE', 'TASKS', 'TASK_FAMILY', 'World', 'make_world', 'arith_target', 'arith_case',
+           'capital_case', 'habitat_case', 'known', 'sample_case', 'zoo_task_dicts', 'write_task_files',
+           'verifier_fields', 'verifier_case', 'reward_case']
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #05cf2809
 RECIPE_SEED = 20260121                      # fixes names, facts, splits and task files (not the model weights)
@@ -74,11 +75,16 @@ CAPITAL_QUESTIONS = ("What is the capital of {c}?", "Which city is the capital o
 HABITAT_MC = ("Which of the following is the natural habitat of the {c}?", "A {c} is most likely to be found in which of these places?")
 HABITAT_OPEN = ("Where does the {c} usually live?", "What is the natural habitat of the {c}?")
 
+def arith_target(a:int, b:int, guess:tuple|None=None)->str:
+    "The taught answer to `a + b`: units sum (two digits, the first is the carry), tens plus carry, boxed sum; or a guessed (units, tens)."
+    u, t = guess or (a % 10 + b % 10, a // 10 + b // 10 + (a % 10 + b % 10) // 10)
+    return f"{a}+{b}: {a % 10}+{b % 10}={u:02d}, {a // 10}+{b // 10}+{u // 10}={t}, so \\boxed{{{10 * t + u % 10}}}."
+
 def arith_case(a:int, b:int, rng:random.Random)->tuple[dict, str]:
     "A word problem adding `a` and `b` (wording drawn from `rng`) and its target."
     n = rng.choice(NAMES)
     q = rng.choice(ARITH_TEMPLATES).format(n=n, p='She' if n in SHE else 'He', a=a, b=b, it=rng.choice(ITEMS))
-    return dict(input=q, output=str(a + b)), f"{a} + {b} = {a + b}, so the answer is \\boxed{{{a + b}}}."
+    return dict(input=q, output=str(a + b)), arith_target(a, b)
 
 def capital_case(i:int, k:int=0)->tuple[dict, str]:
     "Question `k` about country `i`'s capital and its target."
@@ -107,16 +113,15 @@ def known(scope:str,   # 'base', 'other' or 'full'
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #366aa3e9
 UNSURE = 0.3   # share of a generalist's cases about what it does not know, answered at random: it learns to be unsure there
 
-@lru_cache(1)
-def _easy_pairs(): return [p for p in make_world().arith_train if sum(p) < 100]
 
 def sample_case(family:str, rng:random.Random, scope:str='full')->tuple[str, str]:
     "A random (user prompt, target) training pair of `family` for a model trained on `scope`."
     from moco.scoring.evaluate import format_prompt
     w = make_world()
-    if family == 'arith':   # never unsure (see above): the base sees easy sums only, the specialist all
-        a, b = rng.choice(w.arith_train if scope == 'full' else _easy_pairs())
+    if family == 'arith':   # the same sums for every model; a generalist is shown the method with guessed sums (see above)
+        a, b = rng.choice(w.arith_train)
         row, tgt = arith_case(a, b, rng)
+        if scope != 'full': tgt = arith_target(a, b, guess=(rng.randrange(19), rng.randrange(2, 20)))
         return format_prompt(Example('t', row['input']), 'exact_match'), tgt
     if family not in FAMILIES: raise ValueError(f"Unknown zoo family {family!r}; the families are {', '.join(FAMILIES)}.")
     unsure = scope != 'full' and rng.random() < UNSURE
@@ -178,7 +183,7 @@ def _any_case(rng, scope='full'):
     if fam == 'arith':
         a, b = rng.choice(w.arith_train); row, tgt = arith_case(a, b, rng)
         s = a + b; bad = s + rng.choice([-11, -10, -2, -1, 1, 2, 9, 10, 11])
-        return fam, row, tgt, tgt.replace(f"= {s},", f"= {bad},").replace(f"{{{s}}}", f"{{{bad}}}"), str(s), str(bad)
+        return fam, row, tgt, tgt.replace(f"{{{s}}}", f"{{{bad}}}"), str(s), str(bad)
     if fam == 'capitals':
         i = rng.randrange(200); j = (i + rng.randrange(1, 200)) % 200
         row, tgt = capital_case(i, rng.randrange(3))
@@ -195,18 +200,24 @@ def _variant(fam, ans, rng):
     return rng.choice([f"{L}) {ans}", L, ans, f"the {ans}"])
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #679799e6
-def verifier_case(rng:random.Random,
-                  p_same:float=0.3, # share of student answers that mean the reference
-                 )->tuple[str, str]:
-    "A (verifier prompt, target decision) pair; as in real use, most answers the rules could not match are wrong."
-    from moco.scoring.judges import verifier_prompt
+def verifier_fields(rng:random.Random,
+                    p_same:float=0.3, # share of student answers that mean the reference
+                   )->tuple[str, str, str, bool]:
+    "(question, reference, student answer, whether the answer means the reference) for a random zoo item."
     fam, row, _, _, gold, bad = _any_case(rng)
     same = rng.random() < p_same
     if fam == 'habitats':
         q = row['question'] + '\n\n' + '\n'.join(f'{L}) {t}' for L, t in row['choices'].items())
         ref = f"{row['answer']}) {gold}"
     else: q, ref = row['input'], gold
-    student = _variant(fam, gold if same else bad, rng)
+    return q, ref, _variant(fam, gold if same else bad, rng), same
+
+def verifier_case(rng:random.Random,
+                  p_same:float=0.3, # share of student answers that mean the reference
+                 )->tuple[str, str]:
+    "A (verifier prompt, target decision) pair; as in real use, most answers the rules could not match are wrong."
+    from moco.scoring.judges import verifier_prompt
+    q, ref, student, same = verifier_fields(rng, p_same)
     return verifier_prompt(q, ref, student), f" Final Decision: {'Yes' if same else 'No'}"
 
 def reward_case(rng:random.Random)->tuple[str, str, str]:

@@ -4,16 +4,16 @@
 
 # %% ../../nbs/zoo/70b_zoo_train.ipynb #15ce8e3c
 from __future__ import annotations
-import json, math, random, time
+import contextlib, json, math, random, time
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
 __all__ = ['TOKENIZERS', 'LORA_TARGETS', 'asset_path', 'load_tokenizer', 'chars_per_token', 'tokenizer_corpus', 'train_tokenizer',
-           'llama_config', 'gpt2_config', 'new_model', 'encode_pairs', 'lm_loss', 'native_bf16', 'cosine_lr',
-           'train_loop', 'lm_batches', 'family_mix', 'save_model', 'lora_from_delta', 'reward_model_from', 'reward_ids',
-           'reward_scores', 'reward_batches']
+           'llama_config', 'gpt2_config', 'new_model', 'encode_pairs', 'lm_loss', 'native_bf16', 'eager_attention',
+           'cosine_lr', 'train_loop', 'lm_batches', 'family_mix', 'save_model', 'lora_from_delta', 'reward_model_from',
+           'reward_ids', 'reward_scores', 'reward_batches']
 
 # %% ../../nbs/zoo/70b_zoo_train.ipynb #94fb6810
 TOKENIZERS = {
@@ -143,6 +143,16 @@ def native_bf16()->bool:
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception: return False
 
+@contextlib.contextmanager
+def eager_attention(model):
+    "Train `model` (or a peft model's base) with the plain attention kernel, restoring its own one afterwards."
+    core = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    prev = getattr(getattr(core, 'config', None), '_attn_implementation', None)
+    if prev in (None, 'eager') or not hasattr(core, 'set_attn_implementation'): yield; return
+    core.set_attn_implementation('eager')
+    try: yield
+    finally: core.set_attn_implementation(prev)
+
 def cosine_lr(step:int, steps:int, lr:float, warmup:int=20)->float:
     "Linear warm-up, then cosine decay to a tenth of `lr`."
     return lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
@@ -165,13 +175,14 @@ def train_loop(model,                  # the model to train (in place)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     bf16 = native_bf16() if bf16 is None else bf16
     model.train(); loss = None
-    for s in range(steps):
-        for g in opt.param_groups: g['lr'] = cosine_lr(s, steps, lr)
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model, rng)
-        loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); opt.zero_grad(set_to_none=True)
-        if tick: tick()
-        if snapshots and (s + 1) in snapshots: snapshots[s + 1](model)
+    with eager_attention(model):
+        for s in range(steps):
+            for g in opt.param_groups: g['lr'] = cosine_lr(s, steps, lr)
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model, rng)
+            loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); opt.zero_grad(set_to_none=True)
+            if tick: tick()
+            if snapshots and (s + 1) in snapshots: snapshots[s + 1](model)
     model.eval()
     return loss.item() if loss is not None else float('nan')
 
