@@ -80,6 +80,10 @@ class GenerationCache:
 class LedgerEntry:
     "One engine call."
     model: str; requests: int; prompt_tokens: int; completion_tokens: int; seconds: float; cache_hits: int; purpose: str = ''
+    prefill_tokens_computed: int|None = None   # prompt tokens actually computed (None: all of prompt_tokens)
+
+    def __post_init__(self):
+        if self.prefill_tokens_computed is None: self.prefill_tokens_computed = self.prompt_tokens
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
@@ -91,7 +95,7 @@ class Ledger:
 
     def totals(self)->dict:
         "Totals over the run and per model."
-        keys = ('requests', 'prompt_tokens', 'completion_tokens', 'seconds', 'cache_hits')
+        keys = ('requests', 'prompt_tokens', 'prefill_tokens_computed', 'completion_tokens', 'seconds', 'cache_hits')
         per = {}
         for e in self.entries:
             d = per.setdefault(e.model, dict.fromkeys(keys, 0) | {'calls': 0})

@@ -142,7 +142,7 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
     todo = {}
     for k, r in zip(keys, reqs):
         if k not in done: todo.setdefault(k, r)
-    ptoks = ctoks = 0
+    ptoks = ctoks = computed = 0
     items = sorted(todo.items(), key=lambda kv: len(kv[1].prompt or '') + sum(len(m['content']) for m in (kv[1].messages or ())))
     step = self.batch_size * 4
     from tqdm.auto import tqdm
@@ -154,10 +154,11 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
         for (k, _), c in zip(chunk, comps):
             c.model = system; done[k] = self._memo[k] = c
             ptoks += c.prompt_tokens; ctoks += c.completion_tokens
+            computed += c.prompt_tokens if c.prefill_tokens is None else c.prefill_tokens
         if self.cache: self.cache.put_many([(k, system, c) for (k, _), c in zip(chunk, comps)])
         bar.update(len(chunk))
     bar.close()
-    self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, completion_tokens=ctoks,
+    self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, prefill_tokens_computed=computed, completion_tokens=ctoks,
                        seconds=time.time() - t0, cache_hits=hits, purpose=purpose)
     return [done[k] for k in keys]
 
