@@ -15,8 +15,8 @@ from ..providers import provided
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
            'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
-           'RowSampler', 'model_fingerprint', 'PrefixKV', 'pick_device', 'pick_dtype', 'torch_threads', 'strip_think',
-           'reserved_cache', 'HFEngine', 'DecodeState']
+           'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
+           'torch_threads', 'strip_think', 'reserved_cache', 'HFEngine', 'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -239,11 +239,19 @@ class PrefixKV:
         return {'entries': len(self.entries), 'bytes': self.bytes, 'lookups': self.lookups, 'hits': self.hits, 'reused_tokens': self.reused}
 
 # %% ../../nbs/engines/04_engines.ipynb #5b420c4b
+_GPU_NODES = ('/dev/nvidiactl', '/dev/nvidia0', '/dev/dxg', '/dev/kfd')   # NVIDIA, WSL and ROCm device nodes
+
+def cuda_available()->bool:
+    "Whether torch can use a GPU here; answered without importing torch when no GPU device node exists (and torch is not loaded yet)."
+    import sys
+    if 'torch' not in sys.modules and not any(os.path.exists(p) for p in _GPU_NODES): return False
+    import torch
+    return torch.cuda.is_available()
+
 def pick_device(device:str='auto')->str:
     "Resolve 'auto' to cuda when available, else cpu."
-    import torch
-    if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
+    if device == 'auto': return 'cuda' if cuda_available() else 'cpu'
+    if device.startswith('cuda') and not cuda_available():
         raise EngineError(f"Device {device!r} was requested but CUDA is not available here; use device 'cpu' or 'auto'.")
     return device
 
@@ -253,6 +261,12 @@ def pick_dtype(dtype:str, device:str):
     if dtype == 'auto':
         return torch.bfloat16 if device.startswith('cuda') and torch.cuda.is_bf16_supported() else torch.float32
     return {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+
+def dtype_name(dtype:str, device:str)->str:
+    "`str(pick_dtype(dtype, device))` (e.g. 'torch.float32', as in cache fingerprints), without importing torch for a CPU."
+    if dtype == 'auto' and not device.startswith('cuda'): return 'torch.float32'
+    if dtype != 'auto': return f'torch.{dtype}'
+    return str(pick_dtype(dtype, device))
 
 # %% ../../nbs/engines/04_engines.ipynb #83f678b9
 from contextlib import contextmanager
@@ -286,6 +300,17 @@ def _cache_kv(cache)->list|None:
     from transformers.cache_utils import DynamicLayer
     if not layers or not all(type(l) is DynamicLayer and l.keys is not None for l in layers): return None
     return [(l.keys, l.values) for l in layers]
+
+def _cache_arg(model)->str:
+    "The keyword a model takes its key/value cache under: `cache` (transformers >= 5.2x, where `past_key_values` is deprecated) or `past_key_values`."
+    import inspect
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    try: return 'cache' if 'cache' in inspect.signature(type(base).forward).parameters else 'past_key_values'
+    except (TypeError, ValueError): return 'past_key_values'
+
+def _out_cache(out):
+    "The key/value cache of a model output (`cache`, or `past_key_values` in older transformers)."
+    return out['cache'] if 'cache' in getattr(out, '__dataclass_fields__', {}) else out.past_key_values
 
 _RESERVED = []
 def _reserved_layer():
@@ -363,6 +388,7 @@ class HFEngine(Engine):
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        self._cache_kw = _cache_arg(self.model)
         self.cpu_threads = cpu_threads
         self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
         self.prefix = PrefixKV(prefix_cache_gb * 2**30) if prefix_cache_gb and prefix_cache_gb > 0 else None
@@ -420,7 +446,7 @@ class HFEngine(Engine):
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
                                           logits_processor=[sampler] if sampler else None,
-                                          **({'past_key_values': cache} if cache is not None else {}))
+                                          **({self._cache_kw: cache} if cache is not None else {}))
             for row, i in enumerate(idx):
                 out[i] = self._completion(gen[row, width:].tolist(), len(ids[row]), params,
                                           sampler.logprobs[row] if sampler and params.logprobs else None)
@@ -442,8 +468,8 @@ class HFEngine(Engine):
                 if n:   # continue from the stored prefix: its keys/values, then this prompt's own tokens at positions n..
                     past = DynamicCache()
                     for j, (k, v) in enumerate(hit): past.update(k[:, :, :n], v[:, :, :n], j)
-                    kw = {'past_key_values': past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
-                c = self.model(input_ids=torch.tensor([x[n:]], device=self.device), use_cache=True, logits_to_keep=1, **kw).past_key_values
+                    kw = {self._cache_kw: past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
+                c = _out_cache(self.model(input_ids=torch.tensor([x[n:]], device=self.device), use_cache=True, logits_to_keep=1, **kw))
                 kv = _cache_kv(c)
                 if kv is None:
                     self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
@@ -503,7 +529,7 @@ def start(self:HFEngine, requests:Sequence)->DecodeState:
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    return DecodeState(out.past_key_values, mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
 
 @patch
 def step(self:HFEngine, state:DecodeState):
@@ -522,8 +548,8 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
     with torch.inference_mode(), self.threads():
-        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, past_key_values=state.cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, **{self._cache_kw: state.cache})
     fed = inc.sum(-1)
-    state.cache = out.past_key_values
+    state.cache = _out_cache(out)
     state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
     state.next_pos = state.next_pos + fed

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint, pick_device, pick_dtype
+from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint, pick_device, dtype_name
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -115,7 +115,7 @@ class ModelPool:
             else:
                 plan = self.placement()
                 if plan is not None and name in plan.placements: s = plan.settings_for(name, s)
-                self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{pick_dtype(s.dtype, pick_device(s.device))}')
+                self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{dtype_name(s.dtype, pick_device(s.device))}')
         return self._fps[name]
 
 # %% ../../nbs/serving/07_pool.ipynb #2279be54
