@@ -16,7 +16,8 @@ from ..providers import provided
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
            'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
            'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
-           'torch_threads', 'strip_think', 'reserved_cache', 'HFEngine', 'DecodeState']
+           'torch_threads', 'others_busy_cores', 'auto_threads', 'strip_think', 'reserved_cache', 'HFEngine',
+           'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -276,9 +277,43 @@ def torch_threads(n:int|None):
     "Temporarily set torch's intra-op thread count (no-op for None)."
     import torch
     if not n: yield; return
-    old = torch.get_num_threads(); torch.set_num_threads(n)
+    old = torch.get_num_threads()
+    if n == old: yield; return
+    torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
+
+def _proc_stat()->tuple|None:
+    "(busy, total) clock ticks of all CPUs together since boot, from /proc/stat (None where there is none)."
+    try:
+        with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError): return None
+    return sum(v) - v[3] - v[4], sum(v)   # idle and iowait are free; steal (a busy host) is not
+
+_CPU_WATCH = {}
+
+def others_busy_cores(min_interval:float=0.5)->float|None:
+    "How many cores other processes kept busy since the last reading (refreshed at most every `min_interval` s; the first reading watches 50 ms); None off Linux."
+    w, now = _CPU_WATCH, time.monotonic()
+    if 'at' in w and now - w['at'] < min_interval: return w.get('busy')
+    own, st = time.process_time(), _proc_stat()
+    if st is None: return None
+    if 'at' not in w:                 # first reading: watch the machine for 50 ms while this process sleeps
+        time.sleep(0.05)
+        w.update(at=now, own=own, st=st); now, own, st = time.monotonic(), time.process_time(), _proc_stat()
+    d_busy, d_total, d_wall = st[0] - w['st'][0], st[1] - w['st'][1], now - w['at']
+    if d_total > 0 and d_wall > 0:
+        n = os.cpu_count() or 1
+        w['busy'] = max(0.0, n * d_busy / d_total - (own - w['own']) / d_wall)
+    w.update(at=now, own=own, st=st)
+    return w.get('busy')
+
+def auto_threads()->int|None:
+    "Torch threads for a CPU engine: the cores other processes leave free (all of them on an idle machine, at least one); None where unknown."
+    busy = others_busy_cores()
+    if busy is None: return None
+    n = os.cpu_count() or 1
+    return max(1, min(n, int(n - busy + 0.5)))
 
 # %% ../../nbs/engines/04_engines.ipynb #a0578759
 def strip_think(text:str)->str:
@@ -364,7 +399,7 @@ class HFEngine(Engine):
                  dtype:str='auto',           # auto | float32 | bfloat16 | float16
                  batch_size:int=32,          # prompts per forward batch
                  trust_remote_code:bool=False,
-                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: torch's default, all cores)
+                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: the cores other processes leave free)
                  prefix_cache_gb:float=PREFIX_CACHE_GB, # memory for reusable prompt key/value caches (CPU row-by-row prefill; 0 disables)
                 ):
         import torch, transformers
@@ -416,8 +451,8 @@ class HFEngine(Engine):
         return render_prompt(self.tokenizer, as_request(request))
 
     def threads(self):
-        "Context manager running torch with this engine's CPU thread count."
-        return torch_threads(self.cpu_threads)
+        "Context manager running torch with this engine's CPU thread count (`cpu_threads`, else `auto_threads()` on a CPU)."
+        return torch_threads(self.cpu_threads or (auto_threads() if self.device == 'cpu' else None))
 
     def generate(self, requests:Sequence, params:GenParams)->list[Completion]:
         "Generate one completion per request, in order (length-sorted, left-padded batches)."
