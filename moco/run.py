@@ -186,6 +186,7 @@ def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, sys
     "Write results.json and samples.jsonl."
     prompts = [ctx.prompt(ex) for ex in task.test]
     dev = {m: v for (m, tname, *_), v in pool._dev.items() if tname == task.name}
+    pool.flush_stats()
     res = {'task': cfg.task, 'task_type': task.task_type, 'method': cfg.method, 'model_names': list(cfg.model_names),
            'hyperparameters': dict(cfg.hyperparameters), 'avg_test_score': _mean(scores),
            'n_dev': len(task.dev), 'n_test': len(task.test), 'seed': cfg.seed,

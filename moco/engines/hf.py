@@ -13,7 +13,7 @@ from ..core import (Completion, GenParams, Request, as_request, derive_seed, Eng
 from ..providers import provided
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ENGINE_STATS', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
            'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
            'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
            'torch_threads', 'others_busy_cores', 'auto_threads', 'strip_think', 'reserved_cache', 'HFEngine',
@@ -322,6 +322,9 @@ def strip_think(text:str)->str:
 
 # %% ../../nbs/engines/04_engines.ipynb #314a0b9c
 UNPADDED_MIN = 64   # on CPU, batches whose longest prompt has at least this many tokens are prefilled row by row
+ENGINE_STATS = ('prefill_seconds', 'prefill_tokens', 'prefill_attention_pairs',   # row-by-row prefill: time, tokens, (query, key) pairs
+                'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
+                'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
 
 def _cache_kv(cache)->list|None:
@@ -427,6 +430,7 @@ class HFEngine(Engine):
         self.cpu_threads = cpu_threads
         self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
         self.prefix = PrefixKV(prefix_cache_gb * 2**30) if prefix_cache_gb and prefix_cache_gb > 0 else None
+        self.stats = dict.fromkeys(ENGINE_STATS, 0)   # where the compute went (see `ENGINE_STATS`)
         self.load_seconds = time.time() - t0
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
@@ -477,16 +481,30 @@ class HFEngine(Engine):
             seeds = [reqs[i].seed if reqs[i].seed is not None else derive_seed(reqs[i].key()) for i in idx]
             sampler = None if (params.greedy and not params.logprobs) else RowSampler(seeds, params, self.device)
             with torch.inference_mode():
+                t0 = time.perf_counter()
                 pre = self._prefill_rows(ids, params.max_new_tokens) if self.device == 'cpu' and width >= UNPADDED_MIN else None
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
+                t1 = time.perf_counter()
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
                                           logits_processor=[sampler] if sampler else None,
                                           **({self._cache_kw: cache} if cache is not None else {}))
+                self._count(ids, computed, pre is not None, gen.shape[1] - width, t0, t1, time.perf_counter())
             for row, i in enumerate(idx):
                 out[i] = self._completion(gen[row, width:].tolist(), len(ids[row]), params,
                                           sampler.logprobs[row] if sampler and params.logprobs else None)
                 out[i].prefill_tokens = computed[row]
         return out
+
+    def _count(self, ids:list, computed:list, rows:bool, steps:int, t0:float, t1:float, t2:float)->None:
+        "Add a batch to `stats`: prefill tokens and causal (query, key) pairs computed, decode rows x steps and pairs, seconds."
+        s, B, W = self.stats, len(ids), max(len(x) for x in ids)
+        if not rows:
+            s['padded_seconds'] += t2 - t0; s['padded_tokens'] += B * W; return
+        for x, c in zip(ids, computed):
+            L, n = len(x) - 1, len(x) - c          # prefilled length, reused prefix
+            s['prefill_tokens'] += L - n; s['prefill_attention_pairs'] += (L * (L + 1) - n * (n + 1)) // 2
+        s['prefill_seconds'] += t1 - t0; s['decode_seconds'] += t2 - t1
+        s['decode_row_steps'] += B * steps; s['decode_attention_pairs'] += B * (steps * W + steps * (steps - 1) // 2)
 
     def _prefill_rows(self, ids:list, extra:int=0):
         "Each row's prompt but its last token, computed alone (no padding mask) after the longest stored prefix of it, left-padded into one cache with room for `extra` tokens; `(cache, prompt tokens computed per row)` or None."

@@ -87,7 +87,12 @@ class LedgerEntry:
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
-    def __init__(self): self.entries, self.loads, self.unique = [], {}, set()
+    def __init__(self): self.entries, self.loads, self.unique, self.engines = [], {}, set(), {}
+
+    def record_engine(self, model:str, stats:dict):
+        "Add an engine's own counters (e.g. the HF engine's prefill and decode seconds) to the model's totals."
+        d = self.engines.setdefault(model, {})
+        for k, v in stats.items(): d[k] = d.get(k, 0) + v
 
     def record(self, **kw): self.entries.append(LedgerEntry(**kw))
 
@@ -105,4 +110,6 @@ class Ledger:
         tot['generated_requests'] = tot['requests'] - tot['cache_hits']
         tot['unique_requests'] = len(self.unique)
         loads = {m: n for m, n in self.loads.items() if not m.endswith(':seconds')}
-        return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per}
+        engines = {m: {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()} for m, d in self.engines.items()}
+        return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per,
+                'engines': engines}

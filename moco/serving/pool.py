@@ -100,7 +100,15 @@ class ModelPool:
 
     def unload(self, name:str)->None:
         "Release a model's memory (it reloads on next use)."
-        if name in self.engines: self.engines.pop(name).close()
+        if name in self.engines:
+            self.flush_stats(name); self.engines.pop(name).close()
+
+    def flush_stats(self, name:str|None=None)->None:
+        "Move the engines' own counters (where they keep `stats`) into the ledger."
+        for n in ([name] if name else list(self.engines)):
+            st = getattr(self.engines.get(n), 'stats', None)
+            if isinstance(st, dict) and any(st.values()):
+                self.ledger.record_engine(n, st); self.engines[n].stats = dict.fromkeys(st, 0)
 
     def close(self)->None:
         "Release every model."
