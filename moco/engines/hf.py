@@ -322,7 +322,8 @@ def strip_think(text:str)->str:
 
 # %% ../../nbs/engines/04_engines.ipynb #314a0b9c
 UNPADDED_MIN = 64   # on CPU, batches whose longest prompt has at least this many tokens are prefilled row by row
-ENGINE_STATS = ('prefill_seconds', 'prefill_tokens', 'prefill_attention_pairs',   # row-by-row prefill: time, tokens, (query, key) pairs
+ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                         # what prefilling every prompt in full would compute
+                'prefill_seconds', 'prefill_tokens', 'prefill_attention_pairs',   # row-by-row prefill: time, tokens, (query, key) pairs
                 'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
                 'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
@@ -498,6 +499,7 @@ class HFEngine(Engine):
     def _count(self, ids:list, computed:list, rows:bool, steps:int, t0:float, t1:float, t2:float)->None:
         "Add a batch to `stats`: prefill tokens and causal (query, key) pairs computed, decode rows x steps and pairs, seconds."
         s, B, W = self.stats, len(ids), max(len(x) for x in ids)
+        for x in ids: s['prompt_tokens'] += len(x) - 1; s['prompt_attention_pairs'] += (len(x) - 1) * len(x) // 2
         if not rows:
             s['padded_seconds'] += t2 - t0; s['padded_tokens'] += B * W; return
         for x, c in zip(ids, computed):
