@@ -123,6 +123,7 @@ class Completion:
     token_ids: list = field(default_factory=list)   # generated token ids
     finish_reason: str = 'length'      # 'stop' (EOS or stop string) or 'length'
     prompt_tokens: int = 0             # tokens in the rendered prompt
+    prefill_tokens: int|None = None    # prompt tokens the engine actually computed (fewer when a cached prefix was reused; None: all)
     logprobs: list|None = None         # per generated token log-probability, when asked for
     raw_text: str|None = None          # text before think-stripping, when it differs
     model: str = ''                    # name of the model that produced it

@@ -66,13 +66,24 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
     return RunPlan(cfg, method, params, task, refs, notes, pending)
 
 # %% ../nbs/60_run.ipynb #14ceffaf
+def _version(pkg:str)->str|None:
+    "An installed package's version: from the module when it is already imported, else from its metadata (no import)."
+    mod = sys.modules.get(pkg)
+    if mod is not None and getattr(mod, '__version__', None): return mod.__version__
+    from importlib.metadata import version, PackageNotFoundError
+    try: return version(pkg)
+    except PackageNotFoundError: return None
+
 def environment_info()->dict:
-    "Versions and hardware, for the record."
-    import torch, transformers
+    "Versions and hardware, for the record (a run served from the cache imports neither torch nor transformers for it)."
     import moco
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {'versions': {'moco': moco.__version__, 'python': platform.python_version(), 'torch': torch.__version__,
-                         'transformers': transformers.__version__},
+    from moco.engines.hf import cuda_available
+    gpus = []
+    if cuda_available():
+        import torch
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {'versions': {'moco': moco.__version__, 'python': platform.python_version(), 'torch': _version('torch'),
+                         'transformers': _version('transformers')},
             'hardware': {'platform': platform.platform(), 'cpus': os.cpu_count(), 'gpus': gpus}}
 
 # %% ../nbs/60_run.ipynb #a81f9330
@@ -175,6 +186,7 @@ def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, sys
     "Write results.json and samples.jsonl."
     prompts = [ctx.prompt(ex) for ex in task.test]
     dev = {m: v for (m, tname, *_), v in pool._dev.items() if tname == task.name}
+    pool.flush_stats()
     res = {'task': cfg.task, 'task_type': task.task_type, 'method': cfg.method, 'model_names': list(cfg.model_names),
            'hyperparameters': dict(cfg.hyperparameters), 'avg_test_score': _mean(scores),
            'n_dev': len(task.dev), 'n_test': len(task.test), 'seed': cfg.seed,

@@ -321,14 +321,14 @@ def test_unpadded_prefill_gives_the_same_tokens(monkeypatch):
     import moco.engines.hf as E
     from moco.core import GenParams, Request
     from moco.tinymodels import tiny_llama
-    eng = E.HFEngine(tiny_llama(seed=5), name='t', device='cpu', batch_size=4)
+    eng = E.HFEngine(tiny_llama(seed=5), name='t', device='cpu', batch_size=4, prefix_cache_gb=0)
     words = 'the cat sat on a mat while the dog ran to the park and back again'.split()
     prompts = [' '.join(words[(i * 3) % 7:] * (3 + i % 5)) for i in range(8)]
     lens = [len(eng.render(p)[1]) for p in prompts]
     assert max(lens) >= E.UNPADDED_MIN and len(set(lens)) > 4
     calls = []
-    orig = E.HFEngine._unpadded_prefill
-    monkeypatch.setattr(E.HFEngine, '_unpadded_prefill', lambda self, ids, w: calls.append(w) or orig(self, ids, w))
+    orig = E.HFEngine._prefill_rows
+    monkeypatch.setattr(E.HFEngine, '_prefill_rows', lambda self, ids, extra=0: calls.append(extra) or orig(self, ids, extra))
     for g in (GenParams(max_new_tokens=12, temperature=0), GenParams(max_new_tokens=12, temperature=0.8, top_p=0.9, logprobs=True)):
         reqs = [Request(p, seed=i) for i, p in enumerate(prompts)]
         fast = eng.generate(reqs, g)

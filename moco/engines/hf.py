@@ -6,15 +6,18 @@
 from __future__ import annotations
 import os, json, hashlib, logging, time
 from pathlib import Path
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 from ..core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, did_you_mean)
 from ..providers import provided
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ModelRef', 'resolve_model', 'resolve_model_path',
-           'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler',
-           'model_fingerprint', 'pick_device', 'pick_dtype', 'torch_threads', 'strip_think', 'HFEngine', 'DecodeState']
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ENGINE_STATS', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
+           'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
+           'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
+           'torch_threads', 'others_busy_cores', 'auto_threads', 'strip_think', 'reserved_cache', 'HFEngine',
+           'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -166,12 +169,90 @@ def model_fingerprint(ref:ModelRef, settings:str='')->str:
     parts = [ref.base, ref.adapter, settings] + [_files_of(p) for p in filter(None, (ref.base, ref.adapter))]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
+# %% ../../nbs/engines/04_engines.ipynb #b3b7af4c
+class PrefixKV:
+    "A bounded, least-recently-used store of prompt key/value caches, found by the longest token prefix they share with a new prompt."
+    def __init__(self, max_bytes:int,   # memory budget for the stored tensors (0 disables the store)
+                 block:int=16):         # prefixes are indexed (and matched at least) in blocks of this many tokens
+        self.max_bytes, self.block = int(max_bytes), block
+        self.entries = OrderedDict()   # entry id -> (token ids, [(K, V) per layer], bytes, block hashes); oldest first
+        self.index = {}                # hash of the first k blocks -> {entry id: None}
+        self.bytes = self.hits = self.lookups = self.reused = self._next = 0
+
+    def _hashes(self, ids)->list:
+        "Chained hashes of the full blocks of `ids`: the j-th hashes the first j+1 blocks."
+        h, out, b = 0, [], self.block
+        for j in range(0, len(ids) - b + 1, b):
+            h = hash((h, tuple(ids[j:j + b]))); out.append(h)
+        return out
+
+    def lookup(self, ids:Sequence)->tuple:
+        "`(n, entry_id, layers)`: the longest stored prefix of `ids` (n tokens, n >= one block) and its per-layer (K, V) covering at least n tokens; `(0, None, None)` when none."
+        self.lookups += 1
+        if not self.entries: return 0, None, None
+        ids = tuple(ids)
+        hs = self._hashes(ids)
+        for j in range(len(hs) - 1, -1, -1):          # the deepest shared block first
+            cands = self.index.get(hs[j])
+            if not cands: continue
+            start, best, best_id = (j + 1) * self.block, 0, None
+            for eid in cands:
+                eids = self.entries[eid][0]
+                if eids[:start] != ids[:start]: continue          # a hash collision, not a shared prefix
+                n, lim = start, min(len(eids), len(ids))
+                while n < lim and eids[n] == ids[n]: n += 1       # extend past the last full block, token by token
+                if n > best: best, best_id = n, eid
+            if best_id is not None:
+                self.entries.move_to_end(best_id); self.hits += 1; self.reused += best
+                return best, best_id, self.entries[best_id][1]
+        return 0, None, None
+
+    def put(self, ids:Sequence, layers:list, parent=None)->None:
+        "Store the (K, V) per layer of `ids` (K shaped (1, heads, len(ids), head_dim)); `parent`, an entry `ids` extends, is dropped."
+        if self.max_bytes <= 0 or len(ids) < self.block: return
+        nb = sum(t.untyped_storage().nbytes() for kv in layers for t in kv)
+        if nb > self.max_bytes: return
+        ids = tuple(ids)
+        if parent in self.entries:
+            pids = self.entries[parent][0]
+            if len(pids) <= len(ids) and ids[:len(pids)] == pids: self._drop(parent)   # the new entry holds all of it
+        hs, eid = self._hashes(ids), self._next; self._next += 1
+        self.entries[eid] = (ids, layers, nb, hs)
+        for h in hs: self.index.setdefault(h, {})[eid] = None
+        self.bytes += nb
+        while self.bytes > self.max_bytes: self._drop(next(iter(self.entries)))
+
+    def _drop(self, eid)->None:
+        _, _, nb, hs = self.entries.pop(eid)
+        self.bytes -= nb
+        for h in hs:
+            d = self.index.get(h)
+            if d is not None:
+                d.pop(eid, None)
+                if not d: del self.index[h]
+
+    def clear(self)->None:
+        "Forget every stored prefix."
+        self.entries.clear(); self.index.clear(); self.bytes = 0
+
+    def stats(self)->dict:
+        "Entries, bytes held, lookups, hits and prefix tokens reused so far."
+        return {'entries': len(self.entries), 'bytes': self.bytes, 'lookups': self.lookups, 'hits': self.hits, 'reused_tokens': self.reused}
+
 # %% ../../nbs/engines/04_engines.ipynb #5b420c4b
+_GPU_NODES = ('/dev/nvidiactl', '/dev/nvidia0', '/dev/dxg', '/dev/kfd')   # NVIDIA, WSL and ROCm device nodes
+
+def cuda_available()->bool:
+    "Whether torch can use a GPU here; answered without importing torch when no GPU device node exists (and torch is not loaded yet)."
+    import sys
+    if 'torch' not in sys.modules and not any(os.path.exists(p) for p in _GPU_NODES): return False
+    import torch
+    return torch.cuda.is_available()
+
 def pick_device(device:str='auto')->str:
     "Resolve 'auto' to cuda when available, else cpu."
-    import torch
-    if device == 'auto': return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
+    if device == 'auto': return 'cuda' if cuda_available() else 'cpu'
+    if device.startswith('cuda') and not cuda_available():
         raise EngineError(f"Device {device!r} was requested but CUDA is not available here; use device 'cpu' or 'auto'.")
     return device
 
@@ -182,6 +263,12 @@ def pick_dtype(dtype:str, device:str):
         return torch.bfloat16 if device.startswith('cuda') and torch.cuda.is_bf16_supported() else torch.float32
     return {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 
+def dtype_name(dtype:str, device:str)->str:
+    "`str(pick_dtype(dtype, device))` (e.g. 'torch.float32', as in cache fingerprints), without importing torch for a CPU."
+    if dtype == 'auto' and not device.startswith('cuda'): return 'torch.float32'
+    if dtype != 'auto': return f'torch.{dtype}'
+    return str(pick_dtype(dtype, device))
+
 # %% ../../nbs/engines/04_engines.ipynb #83f678b9
 from contextlib import contextmanager
 
@@ -190,9 +277,43 @@ def torch_threads(n:int|None):
     "Temporarily set torch's intra-op thread count (no-op for None)."
     import torch
     if not n: yield; return
-    old = torch.get_num_threads(); torch.set_num_threads(n)
+    old = torch.get_num_threads()
+    if n == old: yield; return
+    torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(old)
+
+def _proc_stat()->tuple|None:
+    "(busy, total) clock ticks of all CPUs together since boot, from /proc/stat (None where there is none)."
+    try:
+        with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError): return None
+    return sum(v) - v[3] - v[4], sum(v)   # idle and iowait are free; steal (a busy host) is not
+
+_CPU_WATCH = {}
+
+def others_busy_cores(min_interval:float=0.5)->float|None:
+    "How many cores other processes kept busy since the last reading (refreshed at most every `min_interval` s; the first reading watches 50 ms); None off Linux."
+    w, now = _CPU_WATCH, time.monotonic()
+    if 'at' in w and now - w['at'] < min_interval: return w.get('busy')
+    own, st = time.process_time(), _proc_stat()
+    if st is None: return None
+    if 'at' not in w:                 # first reading: watch the machine for 50 ms while this process sleeps
+        time.sleep(0.05)
+        w.update(at=now, own=own, st=st); now, own, st = time.monotonic(), time.process_time(), _proc_stat()
+    d_busy, d_total, d_wall = st[0] - w['st'][0], st[1] - w['st'][1], now - w['at']
+    if d_total > 0 and d_wall > 0:
+        n = os.cpu_count() or 1
+        w['busy'] = max(0.0, n * d_busy / d_total - (own - w['own']) / d_wall)
+    w.update(at=now, own=own, st=st)
+    return w.get('busy')
+
+def auto_threads()->int|None:
+    "Torch threads for a CPU engine: the cores other processes leave free (all of them on an idle machine, at least one); None where unknown."
+    busy = others_busy_cores()
+    if busy is None: return None
+    n = os.cpu_count() or 1
+    return max(1, min(n, int(n - busy + 0.5)))
 
 # %% ../../nbs/engines/04_engines.ipynb #a0578759
 def strip_think(text:str)->str:
@@ -201,6 +322,75 @@ def strip_think(text:str)->str:
 
 # %% ../../nbs/engines/04_engines.ipynb #314a0b9c
 UNPADDED_MIN = 64   # on CPU, batches whose longest prompt has at least this many tokens are prefilled row by row
+ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                         # what prefilling every prompt in full would compute
+                'prefill_seconds', 'prefill_tokens', 'prefill_attention_pairs',   # row-by-row prefill: time, tokens, (query, key) pairs
+                'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
+                'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
+PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
+
+def _cache_kv(cache)->list|None:
+    "The per-layer (K, V) of a plain `DynamicCache` (one sequence), or None for any other cache (sliding windows, state spaces...)."
+    from transformers import DynamicCache
+    if type(cache) is not DynamicCache: return None
+    layers = getattr(cache, 'layers', None)
+    if layers is None:   # transformers < 4.56 keeps two lists
+        ks, vs = getattr(cache, 'key_cache', None), getattr(cache, 'value_cache', None)
+        return list(zip(ks, vs)) if ks and len(ks) == len(vs) else None
+    from transformers.cache_utils import DynamicLayer
+    if not layers or not all(type(l) is DynamicLayer and l.keys is not None for l in layers): return None
+    return [(l.keys, l.values) for l in layers]
+
+def _cache_arg(model)->str:
+    "The keyword a model takes its key/value cache under: `cache` (transformers >= 5.2x, where `past_key_values` is deprecated) or `past_key_values`."
+    import inspect
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    try: return 'cache' if 'cache' in inspect.signature(type(base).forward).parameters else 'past_key_values'
+    except (TypeError, ValueError): return 'past_key_values'
+
+def _out_cache(out):
+    "The key/value cache of a model output (`cache`, or `past_key_values` in older transformers)."
+    return out['cache'] if 'cache' in getattr(out, '__dataclass_fields__', {}) else out.past_key_values
+
+_RESERVED = []
+def _reserved_layer():
+    "A `DynamicLayer` over preallocated buffers: decoding writes each new key/value in place instead of concatenating the whole cache."
+    if not _RESERVED:
+        from transformers.cache_utils import DynamicLayer
+        class ReservedLayer(DynamicLayer):
+            def __init__(self, kbuf, vbuf, n:int):
+                super().__init__()
+                self.kbuf, self.vbuf, self.device, self.is_initialized = kbuf, vbuf, kbuf.device, True
+                self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+            def update(self, key_states, value_states, *args, **kwargs):
+                n, m = self.keys.shape[-2], key_states.shape[-2]
+                if n + m > self.kbuf.shape[-2] or key_states.shape[0] != self.kbuf.shape[0]: return super().update(key_states, value_states)
+                self.kbuf[:, :, n:n + m] = key_states; self.vbuf[:, :, n:n + m] = value_states
+                self.keys, self.values = self.kbuf[:, :, :n + m], self.vbuf[:, :, :n + m]
+                return self.keys, self.values
+        _RESERVED.append(ReservedLayer)
+    return _RESERVED[0]
+
+def reserved_cache(rows:list, width:int, extra:int):
+    "One left-padded batch cache from per-row [(K, V) per layer] caches (each of at most `width` tokens), with room for `extra` more tokens."
+    import torch
+    from transformers import DynamicCache
+    cache, B = DynamicCache(), len(rows)
+    if not hasattr(cache, 'layers'):   # older transformers: a plain cache, grown by concatenation
+        F = torch.nn.functional
+        for j in range(len(rows[0])):
+            lp = lambda t: F.pad(t, (0, 0, width - t.shape[2], 0))
+            cache.update(torch.cat([lp(r[j][0]) for r in rows]), torch.cat([lp(r[j][1]) for r in rows]), j)
+        return cache
+    Layer, layers = _reserved_layer(), []
+    for j in range(len(rows[0])):
+        k0 = rows[0][j][0]
+        kb = k0.new_zeros((B, k0.shape[1], width + extra, k0.shape[3])); vb = torch.zeros_like(kb)   # zeros: padding is masked
+        for i, r in enumerate(rows):
+            k, v = r[j]; L = k.shape[2]
+            kb[i, :, width - L:width] = k[0]; vb[i, :, width - L:width] = v[0]
+        layers.append(Layer(kb, vb, width))
+    cache.layers = layers
+    return cache
 
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
@@ -213,7 +403,8 @@ class HFEngine(Engine):
                  dtype:str='auto',           # auto | float32 | bfloat16 | float16
                  batch_size:int=32,          # prompts per forward batch
                  trust_remote_code:bool=False,
-                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: torch's default, all cores)
+                 cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: the cores other processes leave free)
+                 prefix_cache_gb:float=PREFIX_CACHE_GB, # memory for reusable prompt key/value caches (CPU row-by-row prefill; 0 disables)
                 ):
         import torch, transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -236,8 +427,11 @@ class HFEngine(Engine):
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        self._cache_kw = _cache_arg(self.model)
         self.cpu_threads = cpu_threads
         self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
+        self.prefix = PrefixKV(prefix_cache_gb * 2**30) if prefix_cache_gb and prefix_cache_gb > 0 else None
+        self.stats = dict.fromkeys(ENGINE_STATS, 0)   # where the compute went (see `ENGINE_STATS`)
         self.load_seconds = time.time() - t0
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
@@ -262,8 +456,8 @@ class HFEngine(Engine):
         return render_prompt(self.tokenizer, as_request(request))
 
     def threads(self):
-        "Context manager running torch with this engine's CPU thread count."
-        return torch_threads(self.cpu_threads)
+        "Context manager running torch with this engine's CPU thread count (`cpu_threads`, else `auto_threads()` on a CPU)."
+        return torch_threads(self.cpu_threads or (auto_threads() if self.device == 'cpu' else None))
 
     def generate(self, requests:Sequence, params:GenParams)->list[Completion]:
         "Generate one completion per request, in order (length-sorted, left-padded batches)."
@@ -288,31 +482,55 @@ class HFEngine(Engine):
             seeds = [reqs[i].seed if reqs[i].seed is not None else derive_seed(reqs[i].key()) for i in idx]
             sampler = None if (params.greedy and not params.logprobs) else RowSampler(seeds, params, self.device)
             with torch.inference_mode():
-                cache = self._unpadded_prefill(ids, width) if self.device == 'cpu' and width >= UNPADDED_MIN else None
+                t0 = time.perf_counter()
+                pre = self._prefill_rows(ids, params.max_new_tokens) if self.device == 'cpu' and width >= UNPADDED_MIN else None
+                cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
+                t1 = time.perf_counter()
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
                                           logits_processor=[sampler] if sampler else None,
-                                          **({'past_key_values': cache} if cache is not None else {}))
+                                          **({self._cache_kw: cache} if cache is not None else {}))
+                self._count(ids, computed, pre is not None, gen.shape[1] - width, t0, t1, time.perf_counter())
             for row, i in enumerate(idx):
                 out[i] = self._completion(gen[row, width:].tolist(), len(ids[row]), params,
                                           sampler.logprobs[row] if sampler and params.logprobs else None)
+                out[i].prefill_tokens = computed[row]
         return out
 
-    def _unpadded_prefill(self, ids:list, width:int):
-        "KV cache of every row's prompt but its last token, each computed alone (no padding mask), left-padded into one batch."
+    def _count(self, ids:list, computed:list, rows:bool, steps:int, t0:float, t1:float, t2:float)->None:
+        "Add a batch to `stats`: prefill tokens and causal (query, key) pairs computed, decode rows x steps and pairs, seconds."
+        s, B, W = self.stats, len(ids), max(len(x) for x in ids)
+        for x in ids: s['prompt_tokens'] += len(x) - 1; s['prompt_attention_pairs'] += (len(x) - 1) * len(x) // 2
+        if not rows:
+            s['padded_seconds'] += t2 - t0; s['padded_tokens'] += B * W; return
+        for x, c in zip(ids, computed):
+            L, n = len(x) - 1, len(x) - c          # prefilled length, reused prefix
+            s['prefill_tokens'] += L - n; s['prefill_attention_pairs'] += (L * (L + 1) - n * (n + 1)) // 2
+        s['prefill_seconds'] += t1 - t0; s['decode_seconds'] += t2 - t1
+        s['decode_row_steps'] += B * steps; s['decode_attention_pairs'] += B * (steps * W + steps * (steps - 1) // 2)
+
+    def _prefill_rows(self, ids:list, extra:int=0):
+        "Each row's prompt but its last token, computed alone (no padding mask) after the longest stored prefix of it, left-padded into one cache with room for `extra` tokens; `(cache, prompt tokens computed per row)` or None."
         import torch
         from transformers import DynamicCache
         if self._padded_only or min(len(x) for x in ids) < 2: return None
-        caches = []
+        rows, computed = [], []
         for x in ids:
-            c = self.model(input_ids=torch.tensor([x[:-1]], device=self.device), use_cache=True, logits_to_keep=1).past_key_values
-            if type(c) is not DynamicCache or not all(hasattr(l, 'keys') and l.keys is not None for l in c.layers):
-                self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
-            caches.append(c)
-        merged, F = DynamicCache(), torch.nn.functional
-        for j in range(len(caches[0].layers)):
-            lp = lambda t: F.pad(t, (0, 0, width - 1 - t.shape[2], 0))    # zeros on the left, masked out like padding
-            merged.update(torch.cat([lp(c.layers[j].keys) for c in caches]), torch.cat([lp(c.layers[j].values) for c in caches]), j)
-        return merged
+            x = x[:-1]
+            n, eid, hit = self.prefix.lookup(x) if self.prefix is not None else (0, None, None)
+            if n == len(x): kv = [(k[:, :, :n], v[:, :, :n]) for k, v in hit]      # the whole prompt was computed before
+            else:
+                kw = {}
+                if n:   # continue from the stored prefix: its keys/values, then this prompt's own tokens at positions n..
+                    past = DynamicCache()
+                    for j, (k, v) in enumerate(hit): past.update(k[:, :, :n], v[:, :, :n], j)
+                    kw = {self._cache_kw: past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
+                c = _out_cache(self.model(input_ids=torch.tensor([x[n:]], device=self.device), use_cache=True, logits_to_keep=1, **kw))
+                kv = _cache_kv(c)
+                if kv is None:
+                    self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
+                if self.prefix is not None: self.prefix.put(x, kv, parent=eid)
+            rows.append(kv); computed.append(len(x) - n + 1)   # + the last token, which generate computes
+        return reserved_cache(rows, max(len(x) for x in ids) - 1, extra), computed
 
     def _completion(self, toks:list, n_prompt:int, params:GenParams, logprobs)->Completion:
         "Cut at EOS, decode, strip think blocks and stop strings."
@@ -333,10 +551,11 @@ class HFEngine(Engine):
         return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers())) if m is not None else 0
 
     def close(self)->None:
-        "Drop the model and free accelerator memory."
+        "Drop the model (and its stored prefixes) and free accelerator memory."
         import gc, torch
         on_gpu = self.device != 'cpu'
         self.model = None
+        if self.prefix is not None: self.prefix.clear()
         if on_gpu:   # a full collection costs ~0.25 s with transformers loaded; on CPU, reference counting frees the weights
             gc.collect()
             if torch.cuda.is_available(): torch.cuda.empty_cache()
@@ -365,7 +584,7 @@ def start(self:HFEngine, requests:Sequence)->DecodeState:
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    return DecodeState(out.past_key_values, mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
 
 @patch
 def step(self:HFEngine, state:DecodeState):
@@ -384,8 +603,8 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
     with torch.inference_mode(), self.threads():
-        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, past_key_values=state.cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, **{self._cache_kw: state.cache})
     fed = inc.sum(-1)
-    state.cache = out.past_key_values
+    state.cache = _out_cache(out)
     state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
     state.next_pos = state.next_pos + fed

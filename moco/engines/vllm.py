@@ -97,6 +97,7 @@ class VLLMEngine(Engine):
         if kv_cache_gb is not None: kw['kv_cache_memory_bytes'] = int(kv_cache_gb * 2**30)
         if gpu_memory_utilization is not None: kw['gpu_memory_utilization'] = gpu_memory_utilization
         if max_model_len is not None: kw['max_model_len'] = max_model_len
+        kw['enable_prefix_caching'] = True   # reuse the key/value blocks of shared prompt prefixes (repeated rounds, samples)
         if self.ref.adapter: kw.update(enable_lora=True, max_loras=1, max_lora_rank=_adapter_rank(self.ref.adapter))
         kw.update(llm_kwargs)
         in_process = cpu if in_process is None else in_process
@@ -148,9 +149,13 @@ class VLLMEngine(Engine):
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids],
                                  [sampling_params(r, params, self.eos_ids) for r in reqs],
                                  lora_request=self.lora, use_tqdm=False)
-        return [self._completion(list(o.outputs[0].token_ids), len(x), params,
-                                 self._chosen_logprobs(o.outputs[0]) if params.logprobs else None)
-                for o, x in zip(outs, ids)]
+        comps = [self._completion(list(o.outputs[0].token_ids), len(x), params,
+                                  self._chosen_logprobs(o.outputs[0]) if params.logprobs else None)
+                 for o, x in zip(outs, ids)]
+        for c, o in zip(comps, outs):   # prompt tokens vLLM's prefix cache served are not computed again
+            cached = getattr(o, 'num_cached_tokens', None)
+            if isinstance(cached, int): c.prefill_tokens = c.prompt_tokens - cached
+        return comps
 
     @staticmethod
     def _chosen_logprobs(out)->list:

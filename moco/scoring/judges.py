@@ -4,7 +4,7 @@
 
 # %% ../../nbs/scoring/03c_judges.ipynb #3d29947d
 from __future__ import annotations
-import gc, json, re, ast
+import gc, json, re, ast, sys
 from dataclasses import dataclass, field
 from typing import Sequence
 from ..core import Example, Score, ScoringError, ModelError
@@ -129,13 +129,12 @@ def _load(self:Judges, kind:str):
     return self._models[kind]
 
 def release(self:Judges):
-    "Free every loaded judge model (and the GPU memory it held)."
+    "Free every loaded judge model (and the GPU memory it held); nothing to do, and no torch import, when none was loaded."
+    if not self._models: return
     self._models.clear()
     gc.collect()
-    try:
-        import torch
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
-    except ImportError: pass
+    torch = sys.modules.get('torch')   # loaded models imported it
+    if torch is not None and torch.cuda.is_available(): torch.cuda.empty_cache()
 
 Judges._load, Judges.release = _load, release
 

@@ -80,10 +80,19 @@ class GenerationCache:
 class LedgerEntry:
     "One engine call."
     model: str; requests: int; prompt_tokens: int; completion_tokens: int; seconds: float; cache_hits: int; purpose: str = ''
+    prefill_tokens_computed: int|None = None   # prompt tokens actually computed (None: all of prompt_tokens)
+
+    def __post_init__(self):
+        if self.prefill_tokens_computed is None: self.prefill_tokens_computed = self.prompt_tokens
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
-    def __init__(self): self.entries, self.loads, self.unique = [], {}, set()
+    def __init__(self): self.entries, self.loads, self.unique, self.engines = [], {}, set(), {}
+
+    def record_engine(self, model:str, stats:dict):
+        "Add an engine's own counters (e.g. the HF engine's prefill and decode seconds) to the model's totals."
+        d = self.engines.setdefault(model, {})
+        for k, v in stats.items(): d[k] = d.get(k, 0) + v
 
     def record(self, **kw): self.entries.append(LedgerEntry(**kw))
 
@@ -91,7 +100,7 @@ class Ledger:
 
     def totals(self)->dict:
         "Totals over the run and per model."
-        keys = ('requests', 'prompt_tokens', 'completion_tokens', 'seconds', 'cache_hits')
+        keys = ('requests', 'prompt_tokens', 'prefill_tokens_computed', 'completion_tokens', 'seconds', 'cache_hits')
         per = {}
         for e in self.entries:
             d = per.setdefault(e.model, dict.fromkeys(keys, 0) | {'calls': 0})
@@ -101,4 +110,6 @@ class Ledger:
         tot['generated_requests'] = tot['requests'] - tot['cache_hits']
         tot['unique_requests'] = len(self.unique)
         loads = {m: n for m, n in self.loads.items() if not m.endswith(':seconds')}
-        return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per}
+        engines = {m: {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()} for m, d in self.engines.items()}
+        return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per,
+                'engines': engines}

@@ -8,7 +8,7 @@ import json, logging, math, os, struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from ..core import ModelError, ConfigError
-from ..engines.hf import ModelRef, resolve_model, check_model_available
+from ..engines.hf import ModelRef, resolve_model, check_model_available, cuda_available
 from fastcore.basics import patch
 
 # %% auto #0
@@ -54,10 +54,10 @@ def gpu_memory(i:int)->tuple[int, int]:
 # %% ../../nbs/serving/05_placement.ipynb #f65b134e
 def visible_devices(gpu_ids:list|None=None, # indices of the CUDA devices to use (None or [] = all visible)
                    )->list[Device]:
-    "The GPUs torch can see (with their free memory), then the host RAM as a `cpu` device."
-    import torch
+    "The GPUs torch can see (with their free memory), then the host RAM as a `cpu` device (torch is not imported on a machine without GPU devices)."
     out = []
-    if torch.cuda.is_available():
+    if cuda_available():
+        import torch
         n = torch.cuda.device_count()
         for i in (gpu_ids or range(n)):
             if not 0 <= i < n:

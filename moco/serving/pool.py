@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint, pick_device, pick_dtype
+from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint, pick_device, dtype_name
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -100,7 +100,15 @@ class ModelPool:
 
     def unload(self, name:str)->None:
         "Release a model's memory (it reloads on next use)."
-        if name in self.engines: self.engines.pop(name).close()
+        if name in self.engines:
+            self.flush_stats(name); self.engines.pop(name).close()
+
+    def flush_stats(self, name:str|None=None)->None:
+        "Move the engines' own counters (where they keep `stats`) into the ledger."
+        for n in ([name] if name else list(self.engines)):
+            st = getattr(self.engines.get(n), 'stats', None)
+            if isinstance(st, dict) and any(st.values()):
+                self.ledger.record_engine(n, st); self.engines[n].stats = dict.fromkeys(st, 0)
 
     def close(self)->None:
         "Release every model."
@@ -115,7 +123,7 @@ class ModelPool:
             else:
                 plan = self.placement()
                 if plan is not None and name in plan.placements: s = plan.settings_for(name, s)
-                self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{pick_dtype(s.dtype, pick_device(s.device))}')
+                self._fps[name] = model_fingerprint(self.refs[name], f'{s.kind}:{dtype_name(s.dtype, pick_device(s.device))}')
         return self._fps[name]
 
 # %% ../../nbs/serving/07_pool.ipynb #2279be54
@@ -142,7 +150,7 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
     todo = {}
     for k, r in zip(keys, reqs):
         if k not in done: todo.setdefault(k, r)
-    ptoks = ctoks = 0
+    ptoks = ctoks = computed = 0
     items = sorted(todo.items(), key=lambda kv: len(kv[1].prompt or '') + sum(len(m['content']) for m in (kv[1].messages or ())))
     step = self.batch_size * 4
     from tqdm.auto import tqdm
@@ -154,10 +162,11 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
         for (k, _), c in zip(chunk, comps):
             c.model = system; done[k] = self._memo[k] = c
             ptoks += c.prompt_tokens; ctoks += c.completion_tokens
+            computed += c.prompt_tokens if c.prefill_tokens is None else c.prefill_tokens
         if self.cache: self.cache.put_many([(k, system, c) for (k, _), c in zip(chunk, comps)])
         bar.update(len(chunk))
     bar.close()
-    self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, completion_tokens=ctoks,
+    self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, prefill_tokens_computed=computed, completion_tokens=ctoks,
                        seconds=time.time() - t0, cache_hits=hits, purpose=purpose)
     return [done[k] for k in keys]
 
