@@ -25,14 +25,12 @@ root = zoo.build(seed=int(sys.argv[2]), root=sys.argv[1], progress=sys.argv[3] =
 print(json.dumps({'seconds': time.time() - t0, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-# `moco quickstart` from an empty MOCO_HOME, with moco.run and moco.data.tasks asking the zoo only for what the config names
-# (the change those callers need: `zoo.ensure()` with no members builds the whole zoo, kept for compatibility).
+# `moco quickstart` from an empty MOCO_HOME, exactly as a user runs it (moco.run builds only the zoo members the config names)
 QUICKSTART = r"""
-import sys, time, json, resource, functools
+import sys, time, json, resource
 t0 = time.time()
 from moco.zoo import builder as zoo
-from moco.cli import main, quickstart_config
-zoo.ensure = functools.partial(zoo.ensure, members=[m for m in quickstart_config()['model_names'] if m.startswith('zoo/')])
+from moco.cli import main
 rc = main(['quickstart', '-o', sys.argv[1]])
 print(json.dumps({'seconds': time.time() - t0, 'rc': rc, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   'built': sorted(zoo.manifest()['members'])}))

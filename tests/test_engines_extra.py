@@ -339,3 +339,12 @@ def test_unpadded_prefill_gives_the_same_tokens(monkeypatch):
         if g.logprobs:
             for a, b in zip(fast, slow): assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
     assert calls   # the unpadded path did run
+
+def test_omp_num_threads_caps_engine_threads(monkeypatch):
+    "OMP_NUM_THREADS set by the user caps the engine's free-core thread count (the suite's 1-thread pass relies on it)."
+    from moco.engines.hf import auto_threads, thread_cap
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    assert thread_cap() == 1 and auto_threads() == 1
+    monkeypatch.delenv('OMP_NUM_THREADS'); monkeypatch.delenv('MKL_NUM_THREADS', raising=False)
+    assert thread_cap() is None
+    t = auto_threads(); assert t is None or 1 <= t <= (os.cpu_count() or 1)

@@ -16,8 +16,8 @@ from ..providers import provided
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ENGINE_STATS', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
            'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
            'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
-           'torch_threads', 'others_busy_cores', 'auto_threads', 'strip_think', 'reserved_cache', 'HFEngine',
-           'DecodeState']
+           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache',
+           'HFEngine', 'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -308,12 +308,19 @@ def others_busy_cores(min_interval:float=0.5)->float|None:
     w.update(at=now, own=own, st=st)
     return w.get('busy')
 
+def thread_cap()->int|None:
+    "The thread count the user asked for with `OMP_NUM_THREADS` (or `MKL_NUM_THREADS`), None when neither is set."
+    for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        try: return max(1, int(os.environ[k]))
+        except (KeyError, ValueError): pass
+    return None
+
 def auto_threads()->int|None:
-    "Torch threads for a CPU engine: the cores other processes leave free (all of them on an idle machine, at least one); None where unknown."
-    busy = others_busy_cores()
-    if busy is None: return None
-    n = os.cpu_count() or 1
-    return max(1, min(n, int(n - busy + 0.5)))
+    "Torch threads for a CPU engine: the cores other processes leave free (all of them on an idle machine, at least one), never more than `OMP_NUM_THREADS` asks for; None where unknown."
+    busy, cap = others_busy_cores(), thread_cap()
+    if busy is None: return cap
+    n = min(os.cpu_count() or 1, cap or 1 << 30)
+    return max(1, min(n, int((os.cpu_count() or 1) - busy + 0.5)))
 
 # %% ../../nbs/engines/04_engines.ipynb #a0578759
 def strip_think(text:str)->str:
