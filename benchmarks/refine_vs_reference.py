@@ -22,14 +22,17 @@ import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfi
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # this checkout's moco, whatever is installed
 SHARED = ROOT.parent / 'shared'
 BENCH = SHARED / 'bench'
 MOCO = [sys.executable, '-c', 'import sys; sys.argv[0] = "moco"; from moco.cli import _entry; _entry()']
 HYPER = {'max_response_length': 32, 'temperature': 0.7, 'top_p': 0.9, 'batch_size': 8, 'round': 2}
 
 def lines_out(*a):
+    "Print a report line and keep it (the report is written as it grows, so a failure later keeps what was measured)."
     print(*a, flush=True); REPORT.append(' '.join(str(x) for x in a))
-REPORT = []
+    if OUT: OUT[0].write_text('\n'.join(REPORT) + '\n')
+REPORT, OUT = [], []
 
 def load(): return '/'.join(f'{x:.1f}' for x in os.getloadavg())
 
@@ -47,11 +50,21 @@ def job_config(models:list, cache:Path, engine=None)->dict:
     if engine: cfg['engine'] = engine
     return cfg
 
+def busy_seconds()->float:
+    "CPU-seconds all processes of the machine spent busy since boot (/proc/stat; idle and iowait excluded)."
+    v = [int(x) for x in open('/proc/stat').readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf('SC_CLK_TCK')
+
 def timed(cmd, env=None, cwd=None)->tuple:
-    "Run a whole process; (wall seconds, load before, load after, completed process)."
-    before = load(); t = time.perf_counter()
+    "Run a whole process; (wall seconds, load before, load after + the cores other processes kept busy meanwhile, completed process)."
+    import resource
+    before, b0 = load(), busy_seconds()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN); t = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    return time.perf_counter() - t, before, load(), p
+    wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    others = max(0.0, (busy_seconds() - b0 - own) / wall)
+    return wall, before, f"{load()}; other processes kept {others:.2f} cores busy", p
 
 def run_reference(models_dir:Path, work:Path)->float:
     _, before, after, p = timed(['bash', str(BENCH / 'reference_refine.sh'), str(models_dir), str(work)])
@@ -114,6 +127,7 @@ def main():
     ap.add_argument('--throughput', action=argparse.BooleanOptionalAction, default=True, help="the engine against raw generate at batch 1/8/32 (engine_bench's check, on tiny0)")
     ap.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'refine_vs_reference.last.txt')
     a = ap.parse_args()
+    OUT.append(a.out)
     data = os.environ.get('MOCO_DATA_DIR') or str(SHARED / 'data' / 'moco')
     if not Path(data, 'agieval_tiny.json').exists(): raise SystemExit(f"agieval_tiny.json not found in {data}; set MOCO_DATA_DIR.")
     env = {**os.environ, 'MOCO_DATA_DIR': data, 'HF_HUB_OFFLINE': '1', 'PYTHONPATH': os.pathsep.join(filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}

@@ -135,9 +135,7 @@ def _stage_done(root:Path, m:dict, stage:str)->bool:
 def is_built(members=None, # zoo model names (or one name) to check, with what they build on; None: the whole zoo
              root=None,    # zoo root (default: `zoo_home()`)
             )->bool:
-    "Whether `members` are built at `root` with the current recipe (never builds; `is_built(path)` checks a whole zoo there)."
-    if isinstance(members, os.PathLike) or (isinstance(members, str) and os.sep in members and not members.startswith('zoo/')):
-        members, root = None, members          # the older call `is_built(root)`
+    "Whether `members` are built at `root` with the current recipe (never builds)."
     root = Path(root or zoo_home()); m = manifest(root)
     return m.get('recipe') == RECIPE_VERSION and all(_stage_done(root, m, s) for s in stages_for(members))
 
