@@ -323,9 +323,10 @@ def test_unpadded_prefill_gives_the_same_tokens(monkeypatch):
     from moco.tinymodels import tiny_llama
     eng = E.HFEngine(tiny_llama(seed=5), name='t', device='cpu', batch_size=4, prefix_cache_gb=0)
     words = 'the cat sat on a mat while the dog ran to the park and back again'.split()
-    prompts = [' '.join(words[(i * 3) % 7:] * (3 + i % 5)) for i in range(8)]
+    prompts = [' '.join(words[(i * 3) % 7:] * (6 + 2 * (i % 5))) for i in range(8)]
     lens = [len(eng.render(p)[1]) for p in prompts]
     assert max(lens) >= E.UNPADDED_MIN and len(set(lens)) > 4
+    assert E.prefill_by_rows(sorted(lens)[4:], 'cpu')   # the second batch of 4 (length-sorted) takes the row-by-row path
     calls = []
     orig = E.HFEngine._prefill_rows
     monkeypatch.setattr(E.HFEngine, '_prefill_rows', lambda self, ids, extra=0: calls.append(extra) or orig(self, ids, extra))

@@ -13,11 +13,11 @@ from ..core import (Completion, GenParams, Request, as_request, derive_seed, Eng
 from ..providers import provided
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ENGINE_STATS', 'PREFIX_CACHE_GB', 'ModelRef', 'resolve_model',
-           'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt', 'choose_tokens', 'row_generators',
-           'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
-           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache',
-           'HFEngine', 'DecodeState']
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
+           'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt',
+           'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available',
+           'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores', 'thread_cap',
+           'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'HFEngine', 'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -328,7 +328,9 @@ def strip_think(text:str)->str:
     return text.rsplit('</think>', 1)[1].strip() if '</think>' in text else text
 
 # %% ../../nbs/engines/04_engines.ipynb #314a0b9c
-UNPADDED_MIN = 64   # on CPU, batches whose longest prompt has at least this many tokens are prefilled row by row
+UNPADDED_MIN = 64   # on CPU, batches whose longest prompt is shorter than this are always prefilled padded
+ROWS_MIN = 256      # ... batches whose longest prompt has at least this many tokens are prefilled row by row
+PAD_WASTE = 0.25    # ... and so are shorter ones (>= UNPADDED_MIN) whose padding would be at least this share of the batch
 ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                         # what prefilling every prompt in full would compute
                 'prefill_seconds', 'prefill_tokens', 'prefill_attention_pairs',   # row-by-row prefill: time, tokens, (query, key) pairs
                 'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
@@ -398,6 +400,14 @@ def reserved_cache(rows:list, width:int, extra:int):
         layers.append(Layer(kb, vb, width))
     cache.layers = layers
     return cache
+
+def prefill_by_rows(lens:list,   # prompt lengths of a batch, in tokens
+                    device:str,   # the engine's device
+                   )->bool:
+    "Whether a batch is prefilled row by row (long prompts, or much padding; CPU only) rather than as one padded batch: a rule of the lengths alone, so a batch takes the same path whatever the prefix store holds."
+    W = max(lens)
+    if device != 'cpu' or W < UNPADDED_MIN: return False
+    return W >= ROWS_MIN or 1 - sum(lens) / (len(lens) * W) >= PAD_WASTE
 
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
@@ -490,7 +500,7 @@ class HFEngine(Engine):
             sampler = None if (params.greedy and not params.logprobs) else RowSampler(seeds, params, self.device)
             with torch.inference_mode():
                 t0 = time.perf_counter()
-                pre = self._prefill_rows(ids, params.max_new_tokens) if self.device == 'cpu' and width >= UNPADDED_MIN else None
+                pre = self._prefill_rows(ids, params.max_new_tokens) if prefill_by_rows([len(x) for x in ids], self.device) else None
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
                 t1 = time.perf_counter()
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
