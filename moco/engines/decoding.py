@@ -64,7 +64,7 @@ def joint_decode(engines:Sequence[HFEngine], # engines sharing one vocabulary
         gens = row_generators([r.seed if r.seed is not None else derive_seed(r.key()) for r in batch], params)
         toks, lps = [[] for _ in batch], [[] for _ in batch]
         done = torch.zeros(len(batch), dtype=torch.bool)
-        for _ in range(params.max_new_tokens):
+        for t in range(params.max_new_tokens):
             logits = [e.step(st).to('cpu') for e, st in zip(engines, states)]
             v = min(l.shape[-1] for l in logits)
             scores = combine([l[:, :v] for l in logits])
@@ -75,7 +75,7 @@ def joint_decode(engines:Sequence[HFEngine], # engines sharing one vocabulary
                     toks[r].append(int(chosen[r]))
                     if params.logprobs: lps[r].append(float(lp[r]))
                     if int(chosen[r]) in eos: done[r] = True
-            if bool(done.all()): break
+            if bool(done.all()) or t == params.max_new_tokens - 1: break   # no forward for a token nobody reads
             for e, st in zip(engines, states): e.advance(st, chosen.to(e.device))
         for r, i in enumerate(idx):
             out[i] = lead._completion(toks[r], states[0].prompt_tokens[r], params, lps[r] if params.logprobs else None)
