@@ -7,11 +7,11 @@ import pytest
 
 ZOO = ['zoo/arith', 'zoo/base', 'zoo/other']
 
-def _zoo_built()->bool:
-    from moco.zoo.builder import is_built
-    return is_built(ZOO)
-
-pytestmark = pytest.mark.skipif(not _zoo_built(), reason="the tiny zoo (zoo/arith, zoo/base, zoo/other) is not built: run `moco zoo build`")
+@pytest.fixture(scope='module', autouse=True)
+def zoo_members():
+    "The zoo members these configs name, built once (the rest of the suite shares them through MOCO_HOME)."
+    from moco.zoo.builder import ensure
+    ensure(progress=False, members=ZOO)
 
 def moco(*args):
     "Run the `moco` command of this checkout; return (code, stdout, stderr)."
