@@ -15,7 +15,7 @@ from .engines.hf import (ModelRef, resolve_model, check_model_available, render_
 # %% auto #0
 __all__ = ['log', 'SCHEDULERS', 'KEY_VERSION', 'INFO_FILE', 'TrainParams', 'SFTParams', 'DPOParams', 'GRPOParams', 'check_params',
            'as_chat', 'answer_text', 'sft_examples', 'preference_examples', 'prompt_examples', 'answer_ids',
-           'encode_chat', 'trl_prompt_text', 'callable_id', 'train_key', 'artifact_dir', 'Trained',
+           'encode_chat', 'answer_logprob', 'trl_prompt_text', 'callable_id', 'train_key', 'artifact_dir', 'Trained',
            'check_lora_targets', 'merged_base', 'sft', 'dpo', 'trl_reward', 'grpo']
 
 # %% ../nbs/train/10_train.ipynb #40cca074
@@ -143,7 +143,7 @@ def prompt_examples(data:Sequence[dict])->list:
         except TypeError as e: raise DataError(f"GRPO row {i} must be JSON-serialisable (it is keyed and passed to the reward): {e}.") from None
     return [(as_chat(r['prompt'], f"GRPO row {i}'s `prompt`"), r) for i, r in enumerate(rows)]
 
-# %% ../nbs/train/10_train.ipynb #49cd4744
+# %% ../nbs/train/10_train.ipynb #c78b0b5d
 def answer_ids(tok, prompt:list, answer:str, stops:Sequence[int]|None=None)->list:
     "Token ids of `answer` as the assistant turn after chat `prompt`, as the chat template writes it, ending with its first stop token."
     tail = answer
@@ -159,6 +159,14 @@ def answer_ids(tok, prompt:list, answer:str, stops:Sequence[int]|None=None)->lis
 def encode_chat(tok, prompt:list, answer:str, stops:Sequence[int]|None=None)->tuple[list, list]:
     "(prompt ids, answer ids): the prompt exactly as the HF engine renders it for inference, then the answer turn."
     return render_prompt(tok, as_request(prompt))[1], answer_ids(tok, prompt, answer, stops)
+
+def answer_logprob(model, tok, prompt, answer:str)->float:
+    "The log-probability `model` gives `answer` as the assistant turn after `prompt` (a string or messages), on the training tokens."
+    import torch
+    p, a = encode_chat(tok, as_chat(prompt, 'the prompt'), answer)
+    dev = next(model.parameters()).device
+    with torch.no_grad(): lp = torch.log_softmax(model(torch.tensor([p + a], device=dev)).logits[0, len(p) - 1:-1].float(), -1)
+    return lp.gather(-1, torch.tensor(a, device=dev)[:, None]).sum().item()
 
 # %% ../nbs/train/10_train.ipynb #02b6531f
 def trl_prompt_text(tok, prompt:list, where:str='a prompt')->str:
@@ -189,7 +197,7 @@ def artifact_dir(workdir:str|Path, kind:str, task:str, key:str)->Path:
     "The folder of one artifact: `workdir/<kind>-<task>-<key>`."
     return Path(workdir) / f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', task)[:48]}-{key}"
 
-# %% ../nbs/train/10_train.ipynb #3fd07e7a
+# %% ../nbs/train/10_train.ipynb #6d09fe71
 INFO_FILE = 'train.json'
 
 @dataclass
@@ -197,7 +205,7 @@ class Trained:
     "A finished training: where the model is, what produced it, and (when it was just trained) the model in memory."
     path: Path                 # the trained model's folder: a LoRA adapter or a full model, with its tokenizer
     key: str                   # the hash of trainer, task, model, data and params
-    info: dict                 # train.json: kind, task, base model, params, steps, the loss log, versions
+    info: dict = field(repr=False)   # train.json: kind, task, base model, params, steps, the loss log, versions
     reused: bool = False       # a finished artifact with this key was found: nothing was trained
     model: object = field(default=None, repr=False)      # the trained model in memory (None when reused)
     tokenizer: object = field(default=None, repr=False)  # its tokenizer

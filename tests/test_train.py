@@ -98,22 +98,17 @@ def test_sft_trains_on_the_engines_prompt_ids_and_the_model_then_answers(tiny, t
     assert later.fingerprint(str(run.path)) == pool.fingerprint(name)
     assert [o.text for o in later.generate(str(run.path), [q for q, _ in FACTS], GenParams(max_new_tokens=8, temperature=0))] == [o.text for o in outs]
 
-def _margin(model, tok, prompt, chosen, rejected)->float:
-    "log p(chosen | prompt) - log p(rejected | prompt) on the training tokens."
-    def logp(answer):
-        p, a = T.encode_chat(tok, [{'role': 'user', 'content': prompt}], answer)
-        ids = torch.tensor([p + a])
-        with torch.no_grad(): lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        return lp[torch.arange(len(p) - 1, len(p) + len(a) - 1), torch.tensor(a)].sum().item()
-    return logp(chosen) - logp(rejected)
+def _margin(model, tok, row)->float:
+    "log p(chosen | prompt) - log p(rejected | prompt), on the training tokens."
+    return T.answer_logprob(model, tok, row['prompt'], row['chosen']) - T.answer_logprob(model, tok, row['prompt'], row['rejected'])
 
 def test_dpo_raises_the_chosen_over_rejected_margin_on_the_engines_ids(tiny, tmp_path):
     rows = [{'prompt': q, 'chosen': a, 'rejected': 'Paris'} for q, a in FACTS]
     eng = HFEngine(tiny, device='cpu')
-    before = [_margin(eng.model, eng.tokenizer, r['prompt'], r['chosen'], r['rejected']) for r in rows]
+    before = [_margin(eng.model, eng.tokenizer, r) for r in rows]
     seen = Inputs()
     run = T.dpo(tiny, rows, tmp_path, task='prefs', params=T.DPOParams(lr=5e-3, batch_size=4, max_steps=10), callbacks=[seen])
-    after = [_margin(run.model, run.tokenizer, r['prompt'], r['chosen'], r['rejected']) for r in rows]
+    after = [_margin(run.model, run.tokenizer, r) for r in rows]
     assert all(a > b + 1 for a, b in zip(after, before)), (before, after)
     assert contains_row(seen.seen, eng.render(FACTS[0][0])[1])
     assert json.loads((run.path / 'adapter_config.json').read_text())['base_model_name_or_path'] == tiny
