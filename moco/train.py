@@ -275,11 +275,12 @@ def _trainer_args(p:TrainParams, art:Path, device:str, progress:bool)->dict:
                 use_cpu=device == 'cpu', save_strategy='steps', save_steps=p.save_steps, save_total_limit=2, logging_steps=1,
                 report_to='none', disable_tqdm=not progress, dataloader_num_workers=0)
 
-# %% ../nbs/train/10_train.ipynb #f178fc30
+# %% ../nbs/train/10_train.ipynb #fe6ffe51
 def _train(kind:str, model:str, workdir, task:str, params:TrainParams, content, build:Callable, make_trainer:Callable,
            callbacks:list|None, progress:bool)->Trained:
     "Key, reuse, check, then train with trl (resuming from the last checkpoint) and save the artifact."
     if not isinstance(task, str) or not task: raise ConfigError("Name the `task` this training serves (it is part of the artifact's key).")
+    if workdir is None: raise ConfigError("Give `workdir`, the folder the trained model goes under (a method passes its run's workdir).")
     ref = resolve_model(model); check_model_available(ref)
     key = train_key(kind, task, ref, params, content)
     art = artifact_dir(workdir, kind, task, key)
@@ -314,7 +315,7 @@ def _train(kind:str, model:str, workdir, task:str, params:TrainParams, content, 
         trainer = make_trainer(m, tok, dataset, _trainer_args(params, art, device, progress), lora, list(callbacks or []))
         if not progress: trainer.remove_callback(PrinterCallback)   # it prints every log line when the bar is off
         trainer.train(resume_from_checkpoint=last)
-    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()   # no mixed-precision forward wrapper
     out = art / 'model'
     trainer.save_model(str(out)); tok.save_pretrained(out)
     info = {'key': key, 'kind': kind, 'task': task, 'model': model, 'base': base, 'lora': params.lora, 'params': asdict(params),

@@ -157,6 +157,7 @@ def test_bad_input_fails_in_one_sentence_before_any_compute(tiny, tmp_path):
     cases = [(lambda: T.sft(tiny, [], tmp_path, task='t'), DataError, 'SFT data is empty'),
              (lambda: T.sft(tiny, [{'prompt': 'q'}], tmp_path, task='t'), DataError, "SFT row 0 has neither"),
              (lambda: T.sft(tiny, ROWS, tmp_path, task=''), ConfigError, 'Name the `task`'),
+             (lambda: T.sft(tiny, ROWS, None, task='t'), ConfigError, 'Give `workdir`'),
              (lambda: T.sft(tiny, ROWS, tmp_path, task='t', params=T.SFTParams(lora_targets=('c_attn',))), ModelError, 'c_attn not found'),
              (lambda: T.sft(tiny, [{'prompt': 'word ' * 300, 'completion': 'x'}], tmp_path, task='t', params=T.SFTParams(max_length=64)),
               DataError, 'more than max_length 64'),
