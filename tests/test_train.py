@@ -91,12 +91,12 @@ def test_sft_trains_on_the_engines_prompt_ids_and_the_model_then_answers(tiny, t
     pool = ModelPool([tiny])
     name = run.add_to(pool, 'tuned')
     assert pool.engine(name).model is run.model
-    outs = pool.generate(name, [q for q, _ in FACTS], GenParams(max_new_tokens=8, temperature=0))
+    outs = pool.generate(name, [q for q, _ in FACTS], GenParams(max_new_tokens=16, temperature=0))
     assert [o.text for o in outs] == [a for _, a in FACTS] and all(o.finish_reason == 'stop' for o in outs)
     # from disk, in a later run: the same answers and the same cache fingerprint
     later = ModelPool([str(run.path)])
     assert later.fingerprint(str(run.path)) == pool.fingerprint(name)
-    assert [o.text for o in later.generate(str(run.path), [q for q, _ in FACTS], GenParams(max_new_tokens=8, temperature=0))] == [o.text for o in outs]
+    assert [o.text for o in later.generate(str(run.path), [q for q, _ in FACTS], GenParams(max_new_tokens=16, temperature=0))] == [o.text for o in outs]
 
 def _margin(model, tok, row)->float:
     "log p(chosen | prompt) - log p(rejected | prompt), on the training tokens."
@@ -113,32 +113,34 @@ def test_dpo_raises_the_chosen_over_rejected_margin_on_the_engines_ids(tiny, tmp
     assert contains_row(seen.seen, eng.render(FACTS[0][0])[1])
     assert json.loads((run.path / 'adapter_config.json').read_text())['base_model_name_or_path'] == tiny
 
-def test_grpo_samples_from_the_engines_prompt_ids_and_scores_with_the_rows(tiny, tmp_path):
+def test_grpo_samples_from_the_engines_prompt_ids_scores_with_the_rows_and_raises_the_reward(tiny, tmp_path):
     calls = []
-    def reward(completions, rows):
+    def fewer_characters(completions, rows):
+        "Rewards short answers: a tiny random model can learn it in a few dozen steps."
         calls.append((list(completions), rows))
-        return [float(r['answer'] in c) - 0.01 * len(c) for c, r in zip(completions, rows)]
-    rows = [{'prompt': q, 'answer': a} for q, a in FACTS[:2]]
+        return [-len(c) / 20 for c in completions]
+    rows = [{'prompt': f'Question {i}: say something.', 'n': i} for i in range(8)]
     seen = Inputs()
-    run = T.grpo(tiny, rows, reward, tmp_path, task='rl', callbacks=[seen],
-                 params=T.GRPOParams(lr=1e-2, batch_size=4, num_generations=4, max_completion_length=6, max_steps=3))
-    assert run.info['steps'] == 3 and len(calls) == 3
-    assert all(len(c) == 4 and all(r in rows for r in rs) for c, rs in calls)            # the reward sees the rows, fields intact
+    run = T.grpo(tiny, rows, fewer_characters, tmp_path, task='short', callbacks=[seen],
+                 params=T.GRPOParams(lr=1e-2, batch_size=8, num_generations=4, max_completion_length=16, max_steps=24))
+    assert run.info['steps'] == 24 and len(calls) == 24
+    assert all(len(c) == 8 and all(r in rows for r in rs) for c, rs in calls)             # the reward sees the rows, fields intact
     assert all(isinstance(t, str) and '<|end|>' not in t for c, _ in calls for t in c)   # answer texts, cut at the stop token
     eng = HFEngine(tiny, device='cpu')
-    assert all(contains_row(seen.seen, eng.render(r['prompt'])[1]) for r in rows)
-    assert any('reward' in h for h in run.info['log'])
+    assert all(contains_row(seen.seen, eng.render(r['prompt'])[1]) for r in rows[:2])    # sampled from the engine's prompt ids
+    r = [h['reward'] for h in run.info['log'] if 'reward' in h]
+    assert sum(r[-4:]) / 4 > sum(r[:4]) / 4 + 0.2, r                                   # the learning signal gets through
     # the reward function is part of the key: another one trains anew
-    def reward2(completions, rows): return [0.0] * len(completions)
-    other = T.grpo(tiny, rows, reward2, tmp_path, task='rl', params=T.GRPOParams(lr=1e-2, batch_size=4, num_generations=4, max_completion_length=6, max_steps=1))
-    assert other.key != run.key
+    def constant(completions, rows): return [0.0] * len(completions)
+    other = T.grpo(tiny, rows, constant, tmp_path, task='short', params=T.GRPOParams(lr=1e-2, batch_size=8, num_generations=4, max_completion_length=16, max_steps=1))
+    assert other.key != run.key and not other.reused
 
 def test_an_adapter_is_trained_further_on_its_merged_base_keeping_what_it_learnt(tiny, tmp_path):
     first = T.sft(tiny, ROWS[:2], tmp_path, task='a', params=T.SFTParams(lr=1e-2, batch_size=2, max_steps=25))
     second = T.sft(str(first.path), ROWS[2:], tmp_path, task='b', params=T.SFTParams(lr=1e-2, batch_size=2, max_steps=25))
     base = second.path.parent / 'base'
     assert json.loads((second.path / 'adapter_config.json').read_text())['base_model_name_or_path'] == str(base)
-    g = GenParams(max_new_tokens=8, temperature=0)
+    g = GenParams(max_new_tokens=16, temperature=0)
     merged = HFEngine(str(base), device='cpu').generate([q for q, _ in FACTS[:2]], g)
     assert [c.text for c in merged] == [c.text for c in HFEngine(str(first.path), device='cpu').generate([q for q, _ in FACTS[:2]], g)]
     assert [c.text for c in HFEngine(str(second.path), device='cpu').generate([q for q, _ in FACTS[2:]], g)] == [a for _, a in FACTS[2:]]
@@ -148,7 +150,7 @@ def test_full_fine_tuning_writes_a_whole_model_the_pool_loads(tiny, tmp_path):
     assert (run.path / 'config.json').exists() and not (run.path / 'adapter_config.json').exists()
     pool = ModelPool([])
     name = run.add_to(pool)
-    assert pool.generate(name, [FACTS[0][0]], GenParams(max_new_tokens=8, temperature=0))[0].text == FACTS[0][1]
+    assert pool.generate(name, [FACTS[0][0]], GenParams(max_new_tokens=16, temperature=0))[0].text == FACTS[0][1]
     d = T.dpo(tiny, [{'prompt': q, 'chosen': a, 'rejected': 'Paris'} for q, a in FACTS], tmp_path, task='prefs',
               params=T.DPOParams(lora=False, lr=1e-3, batch_size=4, max_steps=2))
     assert (d.path / 'config.json').exists()
