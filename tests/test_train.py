@@ -90,7 +90,7 @@ def test_sft_trains_on_the_engines_prompt_ids_and_the_model_then_answers(tiny, t
     assert losses[-1] < losses[0] / 5
     pool = ModelPool([tiny])
     name = run.add_to(pool, 'tuned')
-    assert pool.engine(name).model is run.model
+    assert pool.engine(name).model is run.model and run.add_to(pool, 'tuned') == name   # adding it twice is harmless
     outs = pool.generate(name, [q for q, _ in FACTS], GenParams(max_new_tokens=16, temperature=0))
     assert [o.text for o in outs] == [a for _, a in FACTS] and all(o.finish_reason == 'stop' for o in outs)
     # from disk, in a later run: the same answers and the same cache fingerprint

@@ -60,9 +60,11 @@ class ModelPool:
             loaded:tuple|None=None,         # the same model already in memory as (model, tokenizer): no disk round-trip
            )->str:
         "Add a model (e.g. a merged or trained one) to the pool; return its name."
-        if name in self.refs:
-            if path is None and loaded is None: return name
-            raise EngineError(f"Model {name!r} is already in this pool; add the new one under another name.")
+        if name in self.refs:   # adding it again is a no-op, unless the name would change weights
+            if path is not None and resolve_model_path(name, str(path)) != self.refs[name]:
+                raise EngineError(f"Model {name!r} is already in this pool with other weights; add the new one under another name.")
+            if loaded is not None and name not in self.engines: self._loaded[name] = loaded
+            return name
         self.names.append(name); self.refs[name] = resolve_model_path(name, str(path)) if path else resolve_model(name)
         if loaded is not None: self._loaded[name] = loaded
         return name
