@@ -17,7 +17,8 @@ __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_
            'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt',
            'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available',
            'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores', 'thread_cap',
-           'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'HFEngine', 'DecodeState']
+           'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
+           'DecodeState']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -409,6 +410,26 @@ def prefill_by_rows(lens:list,   # prompt lengths of a batch, in tokens
     if device != 'cpu' or W < UNPADDED_MIN: return False
     return W >= ROWS_MIN or 1 - sum(lens) / (len(lens) * W) >= PAD_WASTE
 
+def stop_token_ids(tok, generation_config=None)->list:
+    "Token ids that end a generation: the tokenizer's EOS, the generation config's, and the chat template's end-of-turn."
+    ids = {tok.eos_token_id}
+    e = getattr(generation_config, 'eos_token_id', None)
+    ids |= set(e) if isinstance(e, (list, tuple)) else {e}
+    for t in ('<|end|>', '<|eot_id|>', '<|im_end|>', '<end_of_turn>'):
+        i = tok.convert_tokens_to_ids(t) if t in tok.get_vocab() else None
+        if i is not None: ids.add(i)
+    return sorted(i for i in ids if i is not None)
+
+def _cast_loaded(model, dtype):
+    "An in-memory model cast to `dtype` as loading its files would: peft keeps LoRA weights in float32 over a 16-bit base."
+    import torch
+    model.to(dtype)
+    if dtype != torch.float32 and hasattr(model, 'peft_config'):
+        try: from peft.tuners.tuners_utils import cast_adapter_dtype
+        except ImportError: return model
+        for name in model.peft_config: cast_adapter_dtype(model, name)
+    return model
+
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
     kind = 'hf'
@@ -422,6 +443,7 @@ class HFEngine(Engine):
                  trust_remote_code:bool=False,
                  cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: the cores other processes leave free)
                  prefix_cache_gb:float=PREFIX_CACHE_GB, # memory for reusable prompt key/value caches (CPU row-by-row prefill; 0 disables)
+                 loaded:tuple|None=None,     # an in-memory (model, tokenizer) holding the weights of `model`'s files: served as is, nothing read from disk
                 ):
         import torch, transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -433,12 +455,14 @@ class HFEngine(Engine):
         t0 = time.time()
         tok_src = self.ref.adapter if self.ref.adapter and Path(self.ref.adapter, 'tokenizer_config.json').exists() else self.ref.base
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(self.ref.base, dtype=self.dtype, trust_remote_code=trust_remote_code)
-            if self.ref.adapter:
-                try: from peft import PeftModel
-                except ImportError: raise EngineError("Loading a LoRA adapter needs peft; pip install 'moco-collab[train]'.") from None
-                self.model = PeftModel.from_pretrained(self.model, self.ref.adapter)
+            if loaded is not None: self.tokenizer, self.model = loaded[1], _cast_loaded(loaded[0], self.dtype)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
+                self.model = AutoModelForCausalLM.from_pretrained(self.ref.base, dtype=self.dtype, trust_remote_code=trust_remote_code)
+                if self.ref.adapter:
+                    try: from peft import PeftModel
+                    except ImportError: raise EngineError("Loading a LoRA adapter needs peft; pip install 'moco-collab[train]'.") from None
+                    self.model = PeftModel.from_pretrained(self.model, self.ref.adapter)
         except (OSError, ValueError) as e:
             raise ModelError(f"Could not load model {self.name!r} from {self.ref.base}: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
@@ -455,14 +479,7 @@ class HFEngine(Engine):
 
     def _eos_ids(self)->list:
         "Token ids that end a generation: the tokenizer's EOS, the model config's, and the chat template's end-of-turn."
-        ids = {self.tokenizer.eos_token_id}
-        cfg = getattr(self.model, 'generation_config', None)
-        e = getattr(cfg, 'eos_token_id', None)
-        ids |= set(e) if isinstance(e, (list, tuple)) else {e}
-        for t in ('<|end|>', '<|eot_id|>', '<|im_end|>', '<end_of_turn>'):
-            i = self.tokenizer.convert_tokens_to_ids(t) if t in self.tokenizer.get_vocab() else None
-            if i is not None: ids.add(i)
-        return sorted(i for i in ids if i is not None)
+        return stop_token_ids(self.tokenizer, getattr(self.model, 'generation_config', None))
 
     def fingerprint(self)->str:
         "Hash of the model's identity (see `model_fingerprint`)."

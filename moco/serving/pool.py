@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint, pick_device, dtype_name
+from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -22,12 +22,16 @@ __all__ = ['log', 'make_engine', 'ModelPool', 'task_requests']
 log = logging.getLogger('moco')
 
 # %% ../../nbs/serving/07_pool.ipynb #0197f098
-def make_engine(ref:ModelRef, settings:EngineSettings, batch_size:int=32, placement=None)->Engine:
+def make_engine(ref:ModelRef, settings:EngineSettings, batch_size:int=32, placement=None,
+                loaded:tuple|None=None,   # the model already in memory as (model, tokenizer): served as is where the engine allows it
+               )->Engine:
     "Load the model behind `ref` with the engine `settings` ask for: in this process (on the device a placement plan gives it) or in a Ray actor."
     if settings.executor == 'ray':
         from moco.serving.ray_executor import make_ray_engine
         return make_ray_engine(ref, settings, batch_size, placement=placement)
     if placement is not None and ref.name in placement.placements: settings = placement.settings_for(ref.name, settings)
+    if loaded is not None and settings.kind == 'hf':
+        return HFEngine(ref, device=settings.device, dtype=settings.dtype, batch_size=batch_size, loaded=loaded, **settings.options)
     return load_engine(ref, settings, batch_size)
 
 # %% ../../nbs/serving/07_pool.ipynb #aac4aed4
@@ -49,10 +53,20 @@ class ModelPool:
         self.progress, self.gpu_ids, self.allow_cpu, self._plan = progress, gpu_ids, allow_cpu, None
         self.engines, self._fps, self._dev, self._last_used = {}, {}, {}, {}
         self._memo = {}   # this run's completions by cache key: a repeat is never regenerated, even without a cache
+        self._loaded = {} # models handed over in memory: name -> (model, tokenizer)
 
-    def add(self, name:str)->str:
+    def add(self, name:str,                 # the model's name in this pool (a config name, or any name when `path` is given)
+            path:str|Path|None=None,        # its folder (a full model or a LoRA adapter); default: resolve `name`
+            loaded:tuple|None=None,         # the same model already in memory as (model, tokenizer): no disk round-trip
+           )->str:
         "Add a model (e.g. a merged or trained one) to the pool; return its name."
-        if name not in self.refs: self.names.append(name); self.refs[name] = resolve_model(name)
+        if name in self.refs:   # adding it again is a no-op, unless the name would change weights
+            if path is not None and resolve_model_path(name, str(path)) != self.refs[name]:
+                raise EngineError(f"Model {name!r} is already in this pool with other weights; add the new one under another name.")
+            if loaded is not None and name not in self.engines: self._loaded[name] = loaded
+            return name
+        self.names.append(name); self.refs[name] = resolve_model_path(name, str(path)) if path else resolve_model(name)
+        if loaded is not None: self._loaded[name] = loaded
         return name
 
     def check(self)->None:
@@ -78,7 +92,8 @@ class ModelPool:
         if name not in self.refs: raise EngineError(f"Model {name!r} is not in this pool{did_you_mean(name, self.names)}; pool models: {', '.join(self.names)}.")
         if name not in self.engines:
             t0 = time.time()
-            self.engines[name] = make_engine(self.refs[name], self.settings, self.batch_size, placement=self.placement())
+            self.engines[name] = make_engine(self.refs[name], self.settings, self.batch_size, placement=self.placement(),
+                                             loaded=self._loaded.get(name))
             self.engines[name].name = name
             self.ledger.record_load(name, time.time() - t0)
             self._last_used[name] = time.time()
@@ -100,6 +115,7 @@ class ModelPool:
 
     def unload(self, name:str)->None:
         "Release a model's memory (it reloads on next use)."
+        self._loaded.pop(name, None)   # an in-memory model is let go too: it reloads from its files
         if name in self.engines:
             self.flush_stats(name); self.engines.pop(name).close()
 
