@@ -13,7 +13,7 @@ from .serving.pool import ModelPool, task_requests
 
 # %% auto #0
 __all__ = ['log', 'MODEL_SWARMS_NAMES', 'SwarmConfig', 'lincomb', 'ParticleSwarm', 'SearchResult', 'run_swarm',
-           'nevergrad_minimize', 'WeightCandidates']
+           'check_optimizers', 'nevergrad_minimize', 'WeightCandidates']
 
 # %% ../nbs/search/12_search.ipynb #cc477dc3
 log = logging.getLogger('moco')
@@ -183,13 +183,20 @@ def run_swarm(evaluate:Callable[[list], list],  # particles -> one utility per p
                         {'stopped_early': swarm.stopped, 'best_particle': swarm.best_index,
                          'global_best_history': [h['global_best'] for h in swarm.history]})
 
-# %% ../nbs/search/12_search.ipynb #339b20a1
+# %% ../nbs/search/12_search.ipynb #0237c8eb
 class _OptimizerFailed(Exception): pass
 
 def _nevergrad():
     try: import nevergrad as ng
     except ImportError: raise MocoError("This search needs nevergrad: pip install 'moco-collab[search]' (or pip install nevergrad).") from None
     return ng
+
+def check_optimizers(*names:str)->None:
+    "Raise `ConfigError` (before any compute) unless nevergrad is installed and knows every optimiser name given."
+    ng = _nevergrad()
+    for name in filter(None, names):
+        if name not in ng.optimizers.registry:
+            raise ConfigError(f"Unknown nevergrad optimizer {name!r}{did_you_mean(name, list(ng.optimizers.registry))}; try OnePlusOne, TwoPointsDE or CMA.")
 
 def nevergrad_minimize(loss:Callable[[np.ndarray], float], # point -> loss (lower is better)
                        dimension:int,
@@ -203,9 +210,7 @@ def nevergrad_minimize(loss:Callable[[np.ndarray], float], # point -> loss (lowe
                       )->SearchResult:
     "Minimise `loss` with a seeded nevergrad optimiser; the best evaluated point wins."
     ng, t0 = _nevergrad(), time.time()
-    for name in filter(None, (optimizer, fallback)):
-        if name not in ng.optimizers.registry:
-            raise ConfigError(f"Unknown nevergrad optimizer {name!r}{did_you_mean(name, list(ng.optimizers.registry))}; try OnePlusOne, TwoPointsDE or CMA.")
+    check_optimizers(optimizer, fallback)
     history, best, info = [], [None, math.inf], {'optimizer': optimizer}
     init = np.zeros(dimension) if init is None else np.asarray(init, float)
 
