@@ -216,6 +216,7 @@ def swap_weights(self:ModelPool, name:str, state:dict, # tensors by `model.state
     if fingerprint is None:
         saved['digests'].update({k: state_digest({k: t}) for k, t in state.items()})
         fingerprint = state_digest_of(saved['fingerprint'], saved['digests'])
+    else: saved['digests'].update({k: f'named:{fingerprint}' for k in state})   # a later default fingerprint still sees these tensors
     eng.swap_weights(state, fingerprint)
     self._originals[name], self._fps[name] = saved, fingerprint
     return fingerprint
