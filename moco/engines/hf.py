@@ -636,7 +636,7 @@ def weights(self:HFEngine, keys:Sequence[str]|None=None, # names to read (defaul
     if keys is None: keys = [k for k in sd if not lora or ('.lora_A.' in k or '.lora_B.' in k)]
     missing = [k for k in keys if k not in sd]
     if missing: raise EngineError(f"Model {self.name!r} has no tensor {missing[0]!r}; names follow model.state_dict().")
-    return {k: sd[k].detach().clone() for k in keys}
+    with self.threads(): return {k: sd[k].detach().clone() for k in keys}
 
 @patch
 def swap_weights(self:HFEngine, state:dict,  # tensors by `model.state_dict()` name (all of them or some)
@@ -650,7 +650,7 @@ def swap_weights(self:HFEngine, state:dict,  # tensors by `model.state_dict()` n
         if k not in sd: raise EngineError(f"Cannot swap {k!r} into model {self.name!r}: it has no such tensor{did_you_mean(k, list(sd))}.")
         if tuple(t.shape) != tuple(sd[k].shape):
             raise EngineError(f"Cannot swap {k!r} into model {self.name!r}: shape {tuple(t.shape)} != {tuple(sd[k].shape)}; the models differ in architecture.")
-    with torch.no_grad():
+    with torch.no_grad(), self.threads():   # the engine's thread policy: extra threads on busy cores make small copies 100x slower
         for k, t in state.items(): sd[k].copy_(t)   # state_dict tensors share storage with the parameters
     self.swapped_fingerprint = fingerprint
     if self.prefix is not None: self.prefix.clear()
