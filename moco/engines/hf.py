@@ -633,7 +633,12 @@ def weights(self:HFEngine, keys:Sequence[str]|None=None, # names to read (defaul
            )->dict:
     "A detached copy of the model's tensors, named as in `model.state_dict()`."
     sd = self.model.state_dict()
-    if keys is None: keys = [k for k in sd if not lora or ('.lora_A.' in k or '.lora_B.' in k)]
+    if keys is None:
+        seen, keys = set(), []
+        for k, t in sd.items():
+            if lora and not ('.lora_A.' in k or '.lora_B.' in k): continue
+            if t.numel() and t.data_ptr() in seen: continue   # a tied tensor (lm_head = embed_tokens) is read once; swapping it writes both
+            seen.add(t.data_ptr()); keys.append(k)
     missing = [k for k in keys if k not in sd]
     if missing: raise EngineError(f"Model {self.name!r} has no tensor {missing[0]!r}; names follow model.state_dict().")
     with self.threads(): return {k: sd[k].detach().clone() for k in keys}
