@@ -207,7 +207,7 @@ def nevergrad_minimize(loss:Callable[[np.ndarray], float], # point -> loss (lowe
                        fallback:str|None='RandomSearch',    # used for the rest of the budget if `optimizer` fails
                        seed:int=0,
                        init:Sequence[float]|None=None,      # the starting point (default: zeros)
-                       suggest:Sequence=(),                 # points evaluated first (e.g. a uniform mix)
+                       suggest:Sequence=(),                 # points evaluated first, in this order (e.g. a uniform mix)
                       )->SearchResult:
     "Minimise `loss` with a seeded nevergrad optimiser; the best evaluated point wins."
     ng, t0 = _nevergrad(), time.time()
@@ -221,7 +221,7 @@ def nevergrad_minimize(loss:Callable[[np.ndarray], float], # point -> loss (lowe
             if bound is not None: param.set_bounds(-bound, bound)
             param.random_state = np.random.RandomState(seed)
             opt = ng.optimizers.registry[name](parametrization=param, budget=remaining, num_workers=1)
-            for p in points: opt.suggest(np.asarray(p, float))
+            for p in reversed(points): opt.suggest(np.asarray(p, float))   # nevergrad asks the last suggestion first
         except Exception as e: raise _OptimizerFailed(e) from e
         for _ in range(remaining):
             try: cand = opt.ask()

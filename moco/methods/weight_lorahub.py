@@ -23,6 +23,7 @@ class LoraHubParams:
     seed: int|None = 42                   # the optimiser's seed (None: the run seed)
     optimizer: str = 'OnePlusOne'         # nevergrad optimiser (MoCo: NGOpt, which picks one by itself)
     fallback_optimizer: str = 'RandomSearch'  # finishes the budget if the optimiser fails
+    start_from_members: bool = False      # moco: after the uniform mix, evaluate each adapter alone (w = unit vector) first
 
     def __post_init__(self):
         if self.lorahub_dev_samples < 1: raise ValueError("lorahub_dev_samples must be at least 1")
@@ -53,7 +54,8 @@ class LoraHub(Method):
         loss = lambda w: (1 - dev_score(w)) + l1(w)
         uniform = np.full(n, 1 / n)
         res = nevergrad_minimize(loss, n, p.max_inference_step, p.lora_weight_bound, p.optimizer, p.fallback_optimizer,
-                                 seed=ctx.seed if p.seed is None else p.seed, init=np.zeros(n), suggest=[uniform])
+                                 seed=ctx.seed if p.seed is None else p.seed, init=np.zeros(n),
+                                 suggest=[uniform] + ([np.eye(n)[i] for i in range(n)] if p.start_from_members else []))
         for h in res.history: h['dev_score'] = round(1 - (h['loss'] - l1(h['x'])), 6)
         test = ctx.requests(ctx.task.test)
         learned = cands.generate(res.best, test, ctx.gen, purpose='test')
