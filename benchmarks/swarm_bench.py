@@ -64,7 +64,7 @@ def main(save:bool=False):
         say(f"iteration {it}: {wall:.2f}s for 4 blends x 40 dev items; swap-in {1000 * swap_in:.1f}ms "
             f"(build Σcθ {1000 * d['build_seconds']:.1f}ms + copy into the model {1000 * d['swap_seconds']:.1f}ms, {d['swaps']} swaps) "
             f"= {100 * share:.2f}% of the iteration (target <= 10%) -> {'OK' if share <= 0.10 else 'FAIL'}; "
-            f"{'the first swap also keeps a copy of the resident model own tensors (once per run); ' if it == 2 else ''}"
+            f"{'the first swap also keeps a copy of the resident model’s own tensors (once per run); ' if it == 2 else ''}"
             f"generation {d['generate_seconds']:.2f}s; dev utilities {[round(s, 3) for s in scores]}")
     # the reference's way for one candidate: write a checkpoint, load it as a new model
     from moco.engines.hf import HFEngine
