@@ -251,8 +251,10 @@ class WeightCandidates:
     "Models Σ cᵢ·θᵢ over the members' weights, evaluated through one resident pool model whose weights are swapped in memory."
     def __init__(self, pool:ModelPool, members:Sequence[str], # pool model names of one architecture (all full models, or all LoRA adapters)
                  lora:bool=False,                              # combine only the LoRA A/B matrices (members are adapters of one base)
-                 tag:str=''):                                  # anything else that defines a candidate (goes into fingerprints)
-        self.pool, self.members, self.lora = pool, list(members), lora
+                 tag:str='',                                   # anything else that defines a candidate (goes into fingerprints)
+                 combine:Callable|None=None):                  # (coeffs, member states) -> candidate state; default Σ cᵢ·θᵢ (name a custom rule in `tag`)
+        self.pool, self.members, self.lora, self.combine = pool, list(members), lora, combine
+        if combine is not None and not tag: raise ValueError("A custom `combine` needs a `tag` naming it: the tag goes into every candidate's cache fingerprint.")
         self.states = [self._read(m) for m in self.members]
         keys, shapes = set(self.states[0]), {k: tuple(t.shape) for k, t in self.states[0].items()}
         for m, st in zip(self.members, self.states):
@@ -276,7 +278,8 @@ class WeightCandidates:
         return hashlib.sha256(self._tag.encode() + c.tobytes()).hexdigest()[:16]
 
     def member(self, coeffs:Sequence[float])->str|None:
-        "The member a candidate is exactly (a unit vector), else None."
+        "The member a candidate is exactly (a unit vector under the linear rule), else None."
+        if self.combine is not None: return None
         c = np.asarray(coeffs, dtype=np.float64)
         nz = np.flatnonzero(c)
         return self.members[nz[0]] if len(nz) == 1 and c[nz[0]] == 1.0 else None
@@ -285,7 +288,7 @@ class WeightCandidates:
         "The candidate's tensors (float32, CPU)."
         if len(coeffs) != len(self.members): raise ValueError(f"Need one coefficient per member ({len(self.members)}), got {len(coeffs)}.")
         with torch_threads(auto_threads()):   # the engines' thread policy: threads on busy cores make small tensor ops crawl
-            return lincomb([float(c) for c in coeffs], self.states)
+            return (self.combine or lincomb)([float(c) for c in coeffs], self.states)
 
 # %% ../nbs/search/12_search.ipynb #44e4f5bb
 @patch
