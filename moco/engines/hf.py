@@ -18,7 +18,7 @@ __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_
            'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available',
            'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores', 'thread_cap',
            'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
-           'DecodeState']
+           'DecodeState', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -482,8 +482,8 @@ class HFEngine(Engine):
         return stop_token_ids(self.tokenizer, getattr(self.model, 'generation_config', None))
 
     def fingerprint(self)->str:
-        "Hash of the model's identity (see `model_fingerprint`)."
-        return model_fingerprint(self.ref, f'{self.kind}:{self.dtype}')
+        "Hash of the model's identity (see `model_fingerprint`), or the fingerprint given with weights swapped in (`swap_weights`)."
+        return getattr(self, 'swapped_fingerprint', None) or model_fingerprint(self.ref, f'{self.kind}:{self.dtype}')
 
     def render(self, request)->tuple[str, list]:
         "The prompt text and ids for a request."
@@ -642,3 +642,47 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     state.cache = _out_cache(out)
     state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
     state.next_pos = state.next_pos + fed
+
+# %% ../../nbs/engines/04_engines.ipynb #945fd32c
+def state_digest(state:dict)->str:
+    "A 16-hex-digit hash of a state dict's names, shapes, dtypes and bytes (tensors on any device)."
+    import torch
+    h = hashlib.blake2b(digest_size=8)
+    for k in sorted(state):
+        t = state[k].detach()
+        h.update(f'{k}|{tuple(t.shape)}|{t.dtype}'.encode())
+        h.update(t.contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+@patch
+def weights(self:HFEngine, keys:Sequence[str]|None=None, # names to read (default: every tensor of the state dict)
+            lora:bool=False,                               # only the LoRA A/B matrices (of a peft model)
+           )->dict:
+    "A detached copy of the model's tensors, named as in `model.state_dict()`."
+    sd = self.model.state_dict()
+    if keys is None:
+        seen, keys = set(), []
+        for k, t in sd.items():
+            if lora and not ('.lora_A.' in k or '.lora_B.' in k): continue
+            if t.numel() and t.data_ptr() in seen: continue   # a tied tensor (lm_head = embed_tokens) is read once; swapping it writes both
+            seen.add(t.data_ptr()); keys.append(k)
+    missing = [k for k in keys if k not in sd]
+    if missing: raise EngineError(f"Model {self.name!r} has no tensor {missing[0]!r}; names follow model.state_dict().")
+    with self.threads(): return {k: sd[k].detach().clone() for k in keys}
+
+@patch
+def swap_weights(self:HFEngine, state:dict,  # tensors by `model.state_dict()` name (all of them or some)
+                 fingerprint:str,           # names the model's weights after the swap (used in cache keys)
+                )->None:
+    "Copy `state` into the loaded model in place (no file written, no model re-created); drop stored prefixes."
+    import torch
+    if not fingerprint: raise EngineError("swap_weights needs a fingerprint naming the new weights (the generation cache keys on it).")
+    sd = self.model.state_dict()
+    for k, t in state.items():
+        if k not in sd: raise EngineError(f"Cannot swap {k!r} into model {self.name!r}: it has no such tensor{did_you_mean(k, list(sd))}.")
+        if tuple(t.shape) != tuple(sd[k].shape):
+            raise EngineError(f"Cannot swap {k!r} into model {self.name!r}: shape {tuple(t.shape)} != {tuple(sd[k].shape)}; the models differ in architecture.")
+    with torch.no_grad(), self.threads():   # the engine's thread policy: extra threads on busy cores make small copies 100x slower
+        for k, t in state.items(): sd[k].copy_(t)   # state_dict tensors share storage with the parameters
+    self.swapped_fingerprint = fingerprint
+    if self.prefix is not None: self.prefix.clear()

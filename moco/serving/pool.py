@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name
+from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['log', 'make_engine', 'ModelPool', 'task_requests']
+__all__ = ['log', 'make_engine', 'ModelPool', 'task_requests', 'state_digest_of']
 
 # %% ../../nbs/serving/07_pool.ipynb #bea47257
 log = logging.getLogger('moco')
@@ -54,18 +54,21 @@ class ModelPool:
         self.engines, self._fps, self._dev, self._last_used = {}, {}, {}, {}
         self._memo = {}   # this run's completions by cache key: a repeat is never regenerated, even without a cache
         self._loaded = {} # models handed over in memory: name -> (model, tokenizer)
+        self._originals = {}   # model -> its own tensors that a `swap_weights` replaced (to restore them)
 
     def add(self, name:str,                 # the model's name in this pool (a config name, or any name when `path` is given)
             path:str|Path|None=None,        # its folder (a full model or a LoRA adapter); default: resolve `name`
             loaded:tuple|None=None,         # the same model already in memory as (model, tokenizer): no disk round-trip
+            ref:ModelRef|None=None,         # or its resolved reference (e.g. another pool model's weights under a name of its own)
            )->str:
         "Add a model (e.g. a merged or trained one) to the pool; return its name."
+        if path is not None: ref = resolve_model_path(name, str(path))
         if name in self.refs:   # adding it again is a no-op, unless the name would change weights
-            if path is not None and resolve_model_path(name, str(path)) != self.refs[name]:
+            if ref is not None and ref != self.refs[name]:
                 raise EngineError(f"Model {name!r} is already in this pool with other weights; add the new one under another name.")
             if loaded is not None and name not in self.engines: self._loaded[name] = loaded
             return name
-        self.names.append(name); self.refs[name] = resolve_model_path(name, str(path)) if path else resolve_model(name)
+        self.names.append(name); self.refs[name] = ref or resolve_model(name)
         if loaded is not None: self._loaded[name] = loaded
         return name
 
@@ -114,10 +117,11 @@ class ModelPool:
             log.info(f"unloading {lru} (memory budget {budget} GB)"); self.unload(lru)
 
     def unload(self, name:str)->None:
-        "Release a model's memory (it reloads on next use)."
+        "Release a model's memory (it reloads on next use, with its own weights: a swap is forgotten)."
         self._loaded.pop(name, None)   # an in-memory model is let go too: it reloads from its files
         if name in self.engines:
             self.flush_stats(name); self.engines.pop(name).close()
+            if self._originals.pop(name, None) is not None: self._fps.pop(name, None)
 
     def flush_stats(self, name:str|None=None)->None:
         "Move the engines' own counters (where they keep `stats`) into the ledger."
@@ -206,10 +210,44 @@ def dev_scores(self:ModelPool, task, params:GenParams, seed:int, scorer:Callable
     "Mean dev score of each model (answers and scores cached per pool, task, params and seed)."
     out = {}
     for m in (models or self.names):
-        key = (m, task.name, task.task_type, len(task.dev), params.key(), seed)
+        key = (m, task.name, task.task_type, len(task.dev), params.key(), seed, self.fingerprint(m))
         if key not in self._dev:
             comps = self.generate(m, task_requests(task, task.dev, seed), params, purpose='dev')
             scores = scorer(task.dev, [c.text for c in comps])
             self._dev[key] = sum(s.value for s in scores) / max(len(scores), 1)
         out[m] = self._dev[key]
     return out
+
+# %% ../../nbs/serving/07_pool.ipynb #578840f4
+@patch
+def swap_weights(self:ModelPool, name:str, state:dict, # tensors by `model.state_dict()` name (all or some)
+                 fingerprint:str|None=None,             # names the new weights (default: a hash of the tensors swapped in)
+                )->str:
+    "Load `state` into the resident model `name` in place (no file, no reload); return the model's new fingerprint."
+    eng = self.engine(name)
+    if not hasattr(eng, 'swap_weights'):
+        raise EngineError(f"Model {name!r} is served by {type(eng).__name__}, which cannot swap weights in memory; use engine 'hf' with the local executor.")
+    saved = self._originals.get(name)
+    if saved is None: saved = {'fingerprint': self.fingerprint(name), 'tensors': {}, 'digests': {}}
+    new = [k for k in state if k not in saved['tensors']]
+    if new: saved['tensors'].update(eng.weights(new))
+    if fingerprint is None:
+        saved['digests'].update({k: state_digest({k: t}) for k, t in state.items()})
+        fingerprint = state_digest_of(saved['fingerprint'], saved['digests'])
+    else: saved['digests'].update({k: f'named:{fingerprint}' for k in state})   # a later default fingerprint still sees these tensors
+    eng.swap_weights(state, fingerprint)
+    self._originals[name], self._fps[name] = saved, fingerprint
+    return fingerprint
+
+def state_digest_of(base:str, digests:dict)->str:
+    "A fingerprint for a model's own weights (`base`) with the tensors named in `digests` replaced."
+    import hashlib, json
+    return hashlib.sha256(json.dumps([base, sorted(digests.items())]).encode()).hexdigest()[:16]
+
+@patch
+def restore_weights(self:ModelPool, name:str)->None:
+    "Undo every `swap_weights` of model `name`: its own tensors and fingerprint come back."
+    saved = self._originals.pop(name, None)
+    if saved is None or name not in self.engines: return
+    self.engines[name].swap_weights(saved['tensors'], saved['fingerprint'])
+    self._fps[name] = saved['fingerprint']
