@@ -36,13 +36,14 @@ def assert_same(ours:dict, theirs:dict, atol=1e-6):
         assert ours[k].dtype == theirs[k].dtype, k
         torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=atol, msg=lambda m: f'{k}: {m}')
 
+F32 = dict(dtype='float32')   # the zoo stores bfloat16 weights; both tools compute in float32 and write float32 here
 SPECS = {
-    'linear': lambda z: MergeSpec('linear', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2]),
-    'task_arithmetic': lambda z: MergeSpec('task_arithmetic', [z[s] for s in SPECIALISTS], weights=[0.7, 0.5, 0.4], base=z['base']),
-    'ties': lambda z: MergeSpec('ties', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2], base=z['base'], density=[0.5, 0.3, 0.7]),
+    'linear': lambda z: MergeSpec('linear', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2], **F32),
+    'task_arithmetic': lambda z: MergeSpec('task_arithmetic', [z[s] for s in SPECIALISTS], weights=[0.7, 0.5, 0.4], base=z['base'], **F32),
+    'ties': lambda z: MergeSpec('ties', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2], base=z['base'], density=[0.5, 0.3, 0.7], **F32),
     'ties_unnormalized_lambda': lambda z: MergeSpec('ties', [z[s] for s in SPECIALISTS], weights=[1, 1, 1], base=z['base'], density=0.4,
-                                                    normalize=False, scale=0.6),
-    'extrapolation': lambda z: extrapolation(z['arith'], z['arith-early'], 0.4),
+                                                    normalize=False, scale=0.6, **F32),
+    'extrapolation': lambda z: extrapolation(z['arith'], z['arith-early'], 0.4, **F32),
 }
 
 @needs_mergekit
@@ -53,7 +54,7 @@ def test_same_tensors_as_mergekit(case, zoo, tmp_path):
     ours = tensors(merge(spec, tmp_path / 'moco'))
     assert_same(ours, theirs)
     base = tensors(zoo['base'])
-    assert any(not torch.equal(ours[k], base[k]) for k in ours)     # the merge did something
+    assert any(not torch.equal(ours[k], base[k].float()) for k in ours)     # the merge did something
 
 @needs_mergekit
 def test_mergekit_yaml_read_by_moco(zoo, tmp_path):
@@ -81,10 +82,10 @@ def kept_fractions(merged:dict, model:dict, base:dict)->list:
     "(kept entries, entries with a nonzero delta) per tensor where the model moved away from the base."
     out = []
     for k, b in base.items():
-        d = model[k] - b
+        d = model[k].float() - b.float()
         moved = d != 0
         if moved.sum() < 1000: continue                  # embeddings and norms were frozen in the zoo's fine-tunes
-        out.append((int(((merged[k] - b) != 0)[moved].sum()), int(moved.sum())))
+        out.append((int(((merged[k].float() - b.float()) != 0)[moved].sum()), int(moved.sum())))
     return out
 
 def within_binomial(kept:list, density:float, sigmas:float=4.0)->bool:
@@ -92,7 +93,7 @@ def within_binomial(kept:list, density:float, sigmas:float=4.0)->bool:
 
 @pytest.mark.parametrize('density', [0.2, 0.5, 0.9])
 def test_dare_keeps_a_density_fraction(density, zoo, tmp_path):
-    spec = MergeSpec('dare_linear', [zoo['arith']], weights=[1.0], base=zoo['base'], density=density, seed=7)
+    spec = MergeSpec('dare_linear', [zoo['arith']], weights=[1.0], base=zoo['base'], density=density, seed=7, **F32)
     merged, model, base = tensors(merge(spec, tmp_path / 'dare')), tensors(zoo['arith']), tensors(zoo['base'])
     kept = kept_fractions(merged, model, base)
     assert len(kept) >= 10 and within_binomial(kept, density), kept
@@ -100,17 +101,17 @@ def test_dare_keeps_a_density_fraction(density, zoo, tmp_path):
     assert abs(total - density) < 0.01
     k = 'model.layers.0.mlp.up_proj.weight'                         # survivors are rescaled by 1/density (the paper)
     on = merged[k] != base[k]
-    torch.testing.assert_close(merged[k][on] - base[k][on], (model[k] - base[k])[on] / density, rtol=1e-4, atol=1e-6)
-    again = tensors(merge(MergeSpec('dare_linear', [zoo['arith']], weights=[1.0], base=zoo['base'], density=density, seed=7), tmp_path / 'again'))
+    torch.testing.assert_close(merged[k][on] - base[k][on].float(), (model[k].float() - base[k].float())[on] / density, rtol=1e-4, atol=1e-6)
+    again = tensors(merge(MergeSpec('dare_linear', [zoo['arith']], weights=[1.0], base=zoo['base'], density=density, seed=7, **F32), tmp_path / 'again'))
     assert all(torch.equal(again[k], merged[k]) for k in merged)   # seeded: the same merge twice
 
 def test_dare_ties_honours_density(zoo, tmp_path):
     "The reference's DARE-TIES never passed `density` (mergekit's default 1.0 keeps everything); moco's does."
-    full = tensors(merge(MergeSpec('dare_ties', [zoo[s] for s in SPECIALISTS], weights=[1/3] * 3, base=zoo['base'], density=1.0), tmp_path / 'd1'))
-    half = tensors(merge(MergeSpec('dare_ties', [zoo[s] for s in SPECIALISTS], weights=[1/3] * 3, base=zoo['base'], density=0.5), tmp_path / 'd5'))
+    full = tensors(merge(MergeSpec('dare_ties', [zoo[s] for s in SPECIALISTS], weights=[1/3] * 3, base=zoo['base'], density=1.0, **F32), tmp_path / 'd1'))
+    half = tensors(merge(MergeSpec('dare_ties', [zoo[s] for s in SPECIALISTS], weights=[1/3] * 3, base=zoo['base'], density=0.5, **F32), tmp_path / 'd5'))
     base = tensors(zoo['base'])
     k = 'model.layers.1.self_attn.q_proj.weight'
-    changed = lambda m: ((m[k] - base[k]) != 0).float().mean().item()
+    changed = lambda m: ((m[k] - base[k].float()) != 0).float().mean().item()
     assert changed(full) > 0.99
     # an entry survives unless every model that moved it was dropped or voted down: fewer survive at density 0.5
     assert changed(half) < changed(full) - 0.05
