@@ -4,8 +4,10 @@
 
 The four models (float32, random weights, one architecture) are written on the fly into a temp folder. Each merge runs
 in a fresh Python process, which reports its own peak resident set size (`ru_maxrss`, everything the process touched:
-the interpreter, torch, the tensors, and any memory-mapped file pages it kept resident). An idle process that only
-imports torch, safetensors and moco.merge gives the baseline. For contrast, the same merge in memory
+the interpreter, torch, the tensors, and any memory-mapped file pages it kept resident; `VmHWM` from /proc agrees).
+The parent never imports torch and writes the models from a child too: Linux carries the parent's resident size at fork
+into a child's `ru_maxrss`, so a heavy parent would inflate every measurement. An idle child that only imports torch,
+safetensors and moco.merge gives the baseline. For contrast, the same merge in memory
 (`merge_state_dicts`, every model loaded first) and mergekit's CLI on the same YAML (when installed) are measured the same way.
 """
 import argparse, datetime, json, os, shutil, subprocess, sys, tempfile, time
@@ -20,7 +22,23 @@ t0 = time.time()
 mode, args = sys.argv[1], json.loads(sys.argv[2])
 import torch, safetensors.torch
 from moco.merge import MergeSpec, merge, merge_state_dicts, to_mergekit
-if mode == 'stream':
+def make_models(root, n, layers):
+    "Write `n` random float32 Llama models of one architecture."
+    from pathlib import Path
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from safetensors.torch import save_file
+    cfg = LlamaConfig(vocab_size=8192, hidden_size=1024, intermediate_size=2816, num_hidden_layers=layers, num_attention_heads=16,
+                      num_key_value_heads=16, tie_word_embeddings=False, dtype='float32', architectures=['LlamaForCausalLM'])
+    with torch.device('meta'): shapes = {k: v.shape for k, v in LlamaForCausalLM(cfg).state_dict().items()}
+    for i in range(n):
+        d = Path(root) / f'model{i}'; d.mkdir(parents=True)
+        g = torch.Generator().manual_seed(i)
+        save_file({k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}, str(d / 'model.safetensors'), metadata={'format': 'pt'})
+        cfg.save_pretrained(d)
+
+if mode == 'make':
+    make_models(args['root'], args['n'], args['layers'])
+elif mode == 'stream':
     merge(MergeSpec(**args['spec']), args['out'])
 elif mode == 'memory':
     from safetensors.torch import load_file, save_file
@@ -35,7 +53,8 @@ elif mode == 'mergekit':
     try: main()
     except SystemExit as e:
         if e.code: raise
-print(json.dumps({'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'seconds': time.time() - t0}))
+hwm = next((int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')), None)
+print(json.dumps({'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'vmhwm_mb': hwm, 'seconds': time.time() - t0}))
 """
 
 def machine()->str:
@@ -45,22 +64,6 @@ def machine()->str:
         name = next((l.split(':', 1)[1].strip() for l in out.splitlines() if l.startswith('Model name')), '?')
     except OSError: name = '?'
     return f"{name}, {os.cpu_count()} cpus"
-
-def make_models(root:Path, n:int, layers:int)->list:
-    "Write `n` random float32 Llama models of one architecture; return their folders."
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from safetensors.torch import save_file
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=1024, intermediate_size=2816, num_hidden_layers=layers, num_attention_heads=16,
-                      num_key_value_heads=16, tie_word_embeddings=False, dtype='float32')
-    with torch.device('meta'): shapes = {k: v.shape for k, v in LlamaForCausalLM(cfg).state_dict().items()}
-    out = []
-    for i in range(n):
-        d = root / f'model{i}'; d.mkdir(parents=True)
-        g = torch.Generator().manual_seed(i)
-        save_file({k: torch.randn(s, generator=g) * 0.02 for k, s in shapes.items()}, str(d / 'model.safetensors'), metadata={'format': 'pt'})
-        cfg.save_pretrained(d); out.append(str(d))
-    return out
 
 def child(mode:str, args:dict)->dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE='1', OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2'))
@@ -78,7 +81,8 @@ def main():
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.2f})"]
     tmp = Path(tempfile.mkdtemp(prefix='moco-merge-bench-'))
     try:
-        models = make_models(tmp, 4, a.layers)
+        child('make', {'root': str(tmp), 'n': 4, 'layers': a.layers})
+        models = [str(tmp / f'model{i}') for i in range(4)]
         size = Path(models[0], 'model.safetensors').stat().st_size / 2**20
         lines.append(f"4 random Llama models (hidden 1024, {a.layers} layers, vocab 8192, float32): {size:.0f} MB each on disk")
         idle = child('idle', {})
@@ -91,7 +95,7 @@ def main():
             r = child('stream', {'spec': spec, 'out': str(tmp / 'out')}); shutil.rmtree(tmp / 'out')
             ratio = r['maxrss_mb'] / size; worst = max(worst, ratio)
             lines.append(f"moco.merge, {name}: peak RSS {r['maxrss_mb']:.0f} MB = {ratio:.2f}x one model "
-                         f"({r['maxrss_mb'] - idle['maxrss_mb']:.0f} MB above the baseline), {r['seconds']:.1f} s")
+                         f"({r['maxrss_mb'] - idle['maxrss_mb']:.0f} MB above the baseline; VmHWM {r['vmhwm_mb']:.0f} MB), {r['seconds']:.1f} s")
         mem = child('memory', {'spec': cases['linear of 4 models'], 'out': str(tmp / 'mem')})
         lines.append(f"for contrast, merge_state_dicts (all 4 loaded first), linear: peak RSS {mem['maxrss_mb']:.0f} MB = {mem['maxrss_mb'] / size:.2f}x, {mem['seconds']:.1f} s")
         if not a.no_mergekit and shutil.which('mergekit-yaml'):
