@@ -41,8 +41,6 @@ SPECS = {
     'linear': lambda z: MergeSpec('linear', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2], **F32),
     'task_arithmetic': lambda z: MergeSpec('task_arithmetic', [z[s] for s in SPECIALISTS], weights=[0.7, 0.5, 0.4], base=z['base'], **F32),
     'ties': lambda z: MergeSpec('ties', [z[s] for s in SPECIALISTS], weights=[0.5, 0.3, 0.2], base=z['base'], density=[0.5, 0.3, 0.7], **F32),
-    'ties_unnormalized_lambda': lambda z: MergeSpec('ties', [z[s] for s in SPECIALISTS], weights=[1, 1, 1], base=z['base'], density=0.4,
-                                                    normalize=False, scale=0.6, **F32),
     'extrapolation': lambda z: extrapolation(z['arith'], z['arith-early'], 0.4, **F32),
 }
 
@@ -58,7 +56,8 @@ def test_same_tensors_as_mergekit(case, zoo, tmp_path):
 
 @needs_mergekit
 def test_mergekit_yaml_read_by_moco(zoo, tmp_path):
-    "A config written by hand in mergekit's own style (base listed among the models, global defaults) means the same to both."
+    """A config written by hand in mergekit's own style (base listed among the models, global defaults, no normalisation,
+    a `lambda`) means the same to both."""
     yaml_text = f"""
 merge_method: ties
 base_model: {zoo['base']}
@@ -72,10 +71,13 @@ models:
 parameters:
   weight: 0.3
   density: 0.5
+  normalize: false
+  lambda: 0.6
 dtype: float32
 """
     spec = read_mergekit(yaml_text)
     assert spec.models == [zoo[s] for s in SPECIALISTS] and spec.weight_list == [0.6, 0.3, 0.3] and spec.densities == [0.4, 0.5, 0.8]
+    assert (spec.do_normalize, spec.scale) == (False, 0.6)
     assert_same(tensors(merge(spec, tmp_path / 'moco')), run_mergekit(yaml_text, tmp_path / 'mergekit'))
 
 def kept_fractions(merged:dict, model:dict, base:dict)->list:
