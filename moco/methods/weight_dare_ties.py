@@ -5,20 +5,23 @@
 # %% ../../nbs/methods/51_weight_dare_ties.ipynb #de28ac74
 from __future__ import annotations
 from dataclasses import dataclass
+import json
 from typing import Literal
+import numpy as np
 from ..core import RequirementError
 from ..method import Method, MethodResult, Requirements, RunContext, register
-from ..merge import MergeSpec, merge_cached
+from ..merge import MergeSpec, merge_cached, merge_state_dicts
+from ..search import ParticleSwarm, SwarmConfig, WeightCandidates, run_swarm
 
 # %% auto #0
-__all__ = ['DareTiesParams', 'WeightDareTies']
+__all__ = ['DareTiesParams', 'WeightDareTies', 'softmax']
 
 # %% ../../nbs/methods/51_weight_dare_ties.ipynb #fcb6cafc
 @dataclass
 class DareTiesParams:
     "Parameters of weight_dare_ties (MoCo's names; `density` and `normalize` are new)."
     base_model_name: str|None = None          # the model every entry of model_names was fine-tuned from (None: the adapters' shared base)
-    mode: Literal['average', 'optimized'] = 'average'  # uniform weights, or weights searched on dev (needs moco.search: not yet)
+    mode: Literal['average', 'optimized'] = 'average'  # uniform weights, or weights searched on dev with a particle swarm
     density: float = 0.5                      # fraction of each delta kept (MoCo never set it, so mergekit's 1.0 kept everything)
     normalize: bool = False                   # divide by the summed weights of the agreeing models (mergekit's dare_ties default: no)
     population: int = 5                       # optimized mode: particles
@@ -39,12 +42,12 @@ class DareTiesParams:
 
     def __post_init__(self):
         if not 0 < self.density <= 1: raise ValueError(f"density must be in (0, 1], got {self.density}")
-        if self.mode == 'optimized':
-            raise ValueError("mode 'optimized' (a particle swarm over the merge weights) needs moco's search helper, which has not landed yet; use mode 'average'")
+        if self.population < 1 or self.max_iterations < 1: raise ValueError("population and max_iterations must be at least 1")
+        SwarmConfig.of(self)   # the swarm's own checks, before any compute
 
 @register
 class WeightDareTies(Method):
-    "DARE-TIES merge of fine-tunes onto their common base, with uniform weights."
+    "DARE-TIES merge of fine-tunes onto their common base, with uniform weights or weights searched on dev."
     name, level = 'weight_dare_ties', 'weight'
     reference = 'https://arxiv.org/abs/2311.03099'
     summary = 'DARE drop-and-rescale + TIES sign election of task vectors on a shared base'
@@ -59,13 +62,43 @@ class WeightDareTies(Method):
         if all(r.adapter for r in refs) and len(bases) == 1: return bases.pop()
         raise RequirementError("weight_dare_ties needs hyperparameters.base_model_name: the model every entry of model_names was fine-tuned from.")
 
+    def optimize(self, ctx:RunContext, base:str):
+        "Search the merge weights on dev (MoCo's NumericSwarm): a particle x is the merge with weights softmax(x), built in memory and swapped into one resident model."
+        p, n = self.params, len(ctx.models)
+        if any(ctx.pool.refs[m].adapter for m in ctx.models):
+            raise RequirementError("weight_dare_ties mode 'optimized' searches over full models; merge each LoRA adapter into its base first, or use mode 'average'.")
+        base_name = ctx.pool.add(base)
+        base_state = {k: t.float().cpu() for k, t in ctx.pool.engine(base_name).weights().items()}
+        opts = dict(density=p.density, normalize=p.normalize, seed=ctx.seed)
+        combine = lambda x, states: merge_state_dicts(states, 'dare_ties', softmax(x).tolist(), base=base_state, **opts)
+        tag = json.dumps(['dare_ties', ctx.pool.fingerprint(base_name), opts])
+        cands = WeightCandidates(ctx.pool, ctx.models, tag=tag, combine=combine)
+        swarm = ParticleSwarm.numeric(n, p.population, SwarmConfig.of(p), seed=ctx.seed)
+        evaluate = lambda ps: [cands.utility(x, ctx.task, ctx.task.dev, ctx.gen, ctx.seed, ctx.score) for x in ctx.bar(ps, 'particles')]
+        return cands, run_swarm(evaluate, swarm, p.max_iterations)
+
     def run(self, ctx:RunContext)->MethodResult:
         p, n = self.params, len(ctx.models)
+        base = self.base(ctx)
+        info = {'base_model_name': base, 'density': p.density, 'normalize': p.normalize, 'mode': p.mode}
+        if p.mode == 'optimized':
+            cands, res = self.optimize(ctx, base)
+            weights = [round(float(w), 6) for w in softmax(res.best)]
+            outputs = [c.text for c in cands.generate(res.best, ctx.requests(ctx.task.test), ctx.gen, purpose='test')]   # the very model the swarm scored best
+            cands.restore()
+            info.update(best_weights=weights, best_particle=[float(v) for v in res.best], global_best_dev=res.value, evaluations=res.evaluations,
+                        iterations=len(res.history), stopped_early=res.info['stopped_early'], swarm_history=res.history,
+                        swap_stats={k: round(v, 4) for k, v in cands.stats.items()})
+            return MethodResult(outputs=outputs, traces=[{'model': 'dare_ties merge (optimized)'}] * len(outputs), info=info)
         weights = [1 / n] * n
-        spec = MergeSpec('dare_ties', ctx.models, weights=weights, base=self.base(ctx), density=p.density, normalize=p.normalize, seed=ctx.seed)
+        spec = MergeSpec('dare_ties', ctx.models, weights=weights, base=base, density=p.density, normalize=p.normalize, seed=ctx.seed)
         path = merge_cached(spec, ctx.workdir, 'dare_ties')
         name = ctx.pool.add(str(path))
         outputs = [c.text for c in ctx.answer(name, ctx.task.test, purpose='test')]
         return MethodResult(outputs=outputs, traces=[{'model': 'dare_ties merge'}] * len(outputs),
-                            info={'best_weights': weights, 'base_model_name': spec.base, 'density': p.density, 'normalize': p.normalize,
-                                  'mode': p.mode, 'merged_model': str(path)})
+                            info=info | {'best_weights': weights, 'merged_model': str(path)})
+
+def softmax(x)->np.ndarray:
+    "The merge weights of a particle: softmax over its coordinates (MoCo's parameterisation)."
+    x = np.asarray(x, float); e = np.exp(x - x.max())
+    return e / e.sum()
