@@ -33,6 +33,9 @@ def _type_ok(value, tp)->bool:
 
 def _type_name(tp)->str:
     if isinstance(tp, str): return tp
+    if typing.get_origin(tp) is typing.Literal: return 'one of ' + ', '.join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return ' or '.join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + (' or null' if type(None) in typing.get_args(tp) else '')
     return getattr(tp, '__name__', None) or str(tp).replace('typing.', '')
 
 # %% ../nbs/01_config.ipynb #9b1979e1
