@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, json, hashlib, logging, time
 from pathlib import Path
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 from ..core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, did_you_mean)
 from ..providers import provided
@@ -18,7 +18,7 @@ __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_
            'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available',
            'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores', 'thread_cap',
            'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
-           'DecodeState', 'state_digest']
+           'DecodeState', 'match_label', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -642,6 +642,55 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     state.cache = _out_cache(out)
     state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
     state.next_pos = state.next_pos + fed
+
+# %% ../../nbs/engines/04_engines.ipynb #17b389b7
+def match_label(text:str, labels:Sequence[str])->int|None:
+    "Index of the label `text` begins with (case, spaces and leading punctuation ignored; the longest label wins), else None."
+    norm = lambda s: ' '.join(s.lower().split()).lstrip(' ([*"\'')
+    t = norm(text)
+    hits = [(len(norm(l)), i) for i, l in enumerate(labels) if norm(l) and t.startswith(norm(l))]
+    return max(hits)[1] if hits else None
+
+@patch
+def label_logprobs(self:Engine, requests:Sequence, labels:Sequence[str])->list[list[float]]:
+    "Per request, a log-score for each label: greedy decoding of a few tokens, 0 for the label the answer begins with, -inf for the rest."
+    n = max(len(l) for l in labels) // 2 + 4
+    outs = self.generate([as_request(r) for r in requests], GenParams(max_new_tokens=n, temperature=0, strip_think=True))
+    res = []
+    for o in outs:
+        k = match_label(o.text, labels)
+        res.append([0.0 if i == k else float('-inf') for i in range(len(labels))])
+    return res
+
+# %% ../../nbs/engines/04_engines.ipynb #fadd86a3
+@patch
+def label_logprobs(self:HFEngine, requests:Sequence, labels:Sequence[str])->list[list[float]]:
+    "Per request, the log-probability of each label as the start of the answer (teacher-forced, batched)."
+    import torch
+    if not labels: raise ValueError("label_logprobs needs at least one label.")
+    seqs = []   # (request index, label index, ids, first scored position)
+    for r_i, r in enumerate(requests):
+        r = as_request(r)
+        base = self.render(r)[1]
+        for l_i, lab in enumerate(labels):
+            ids = self.render(replace(r, prefix=r.prefix + lab))[1]
+            k = next((j for j, (a, b) in enumerate(zip(base, ids)) if a != b), min(len(base), len(ids)))
+            if k >= len(ids): raise ValueError(f"Label {lab!r} adds no tokens to the prompt; use non-empty labels.")
+            seqs.append((r_i, l_i, ids, max(k, 1)))
+    out = [[0.0] * len(labels) for _ in requests]
+    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j][2]))
+    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode(), self.threads():
+        for b in range(0, len(order), self.batch_size):
+            chunk = [seqs[j] for j in order[b:b + self.batch_size]]
+            width = max(len(s[2]) for s in chunk)
+            ids = torch.tensor([s[2] + [pad] * (width - len(s[2])) for s in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(s[2]) + [0] * (width - len(s[2])) for s in chunk], device=self.device)
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+            for row, (r_i, l_i, seq, k) in enumerate(chunk):
+                tgt = torch.tensor(seq[k:], device=self.device)
+                out[r_i][l_i] = float(logp[row, k - 1:len(seq) - 1].gather(-1, tgt[:, None]).sum())
+    return out
 
 # %% ../../nbs/engines/04_engines.ipynb #945fd32c
 def state_digest(state:dict)->str:

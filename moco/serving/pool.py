@@ -16,7 +16,7 @@ from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['log', 'make_engine', 'ModelPool', 'task_requests', 'state_digest_of']
+__all__ = ['log', 'make_engine', 'ModelPool', 'task_requests', 'label_params', 'state_digest_of']
 
 # %% ../../nbs/serving/07_pool.ipynb #bea47257
 log = logging.getLogger('moco')
@@ -217,6 +217,32 @@ def dev_scores(self:ModelPool, task, params:GenParams, seed:int, scorer:Callable
             self._dev[key] = sum(s.value for s in scores) / max(len(scores), 1)
         out[m] = self._dev[key]
     return out
+
+# %% ../../nbs/serving/07_pool.ipynb #e827927f
+def label_params(labels:Sequence[str])->GenParams:
+    "The cache parameters of a label choice among `labels` (a zero-token greedy 'generation')."
+    return GenParams(max_new_tokens=0, temperature=0, top_p=1.0, logprobs=True, strip_think=False, stop=('<labels>',) + tuple(labels))
+
+@patch
+def label_scores(self:ModelPool, model:str, requests:Sequence, labels:Sequence[str], purpose:str='')->list[list[float]]:
+    "Per request, `model`'s log-score of each label as the start of its answer (cached)."
+    labels = [str(l) for l in labels]
+    if not labels: raise ValueError("label_scores needs at least one label.")
+    def score(reqs):
+        eng = self.engine(model)
+        out = []
+        for r, lp in zip(reqs, eng.label_logprobs(reqs, labels)):
+            best = max(range(len(labels)), key=lambda i: lp[i])
+            out.append(Completion(text=labels[best], finish_reason='stop', prompt_tokens=len(eng.render(r)[1]) if hasattr(eng, 'render') else 0,
+                                  logprobs=list(lp)))
+        return out
+    comps = self.cached_generate(model, self.fingerprint(model), requests, label_params(labels), score, purpose)
+    return [list(c.logprobs) for c in comps]
+
+@patch
+def choose(self:ModelPool, model:str, requests:Sequence, labels:Sequence[str], purpose:str='')->list[int]:
+    "Per request, the index of the label `model` finds most likely (ties: the earliest label)."
+    return [max(range(len(s)), key=lambda i: (s[i], -i)) for s in self.label_scores(model, requests, labels, purpose)]
 
 # %% ../../nbs/serving/07_pool.ipynb #578840f4
 @patch
