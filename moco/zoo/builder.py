@@ -4,6 +4,7 @@
 
 # %% ../../nbs/zoo/70_zoo.ipynb #341c507e
 from __future__ import annotations
+from typing import Sequence
 import contextlib, copy, json, math, os, shutil, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from .tasks import TASKS, TASK_FAMILY, FAMILIES
 __all__ = ['RECIPE_VERSION', 'MODELS', 'SPECIALISTS', 'RECIPE', 'STAGES', 'NEEDS', 'OUTPUTS', 'ZOO_MODELS', 'ZOO_TASKS',
            'zoo_home', 'data_dir', 'task_names', 'ZooModel', 'model_path', 'stage_of', 'stages_for', 'manifest',
            'is_built', 'cpu_name', 'build_env', 'build', 'ensure', 'load_zoo_task', 'item_scores', 'summarize',
-           'markdown_table', 'contents', 'ZooModels', 'ZooTasks']
+           'markdown_table', 'compare_runs', 'contents', 'ZooModels', 'ZooTasks']
 
 # %% ../../nbs/zoo/70_zoo.ipynb #ab0b7fa1
 RECIPE_VERSION = 6   # bump when a change to the recipe changes the models (a cached zoo of another version is rebuilt)
@@ -424,6 +425,24 @@ def markdown_table(table:dict, # {row: {column: value}}
     for r, vals in table.items():
         lines.append(f'| {r} | ' + ' | '.join(f'{vals[c]:.{digits}f}' if isinstance(vals.get(c), float) else str(vals.get(c, '')) for c in cols) + ' |')
     return '\n'.join(lines)
+
+# %% ../../nbs/zoo/70_zoo.ipynb #a3bd88bf
+def compare_runs(records:dict,          # {row label: RunRecord (or anything with `.score` and `.results`)}
+                 pool:Sequence[str],     # the pool's models, in config order
+                 task:str,               # the task the runs were on
+                 max_new_tokens:int=40,  # generation budget of the single-model rows (the runs' `max_response_length`)
+                 single:dict|None=None,  # {model: per-item test scores}, when already computed
+                )->dict:
+    "Each model alone, the oracle over them, the best-on-dev model, then each run: test scores by row label."
+    single = single or {m: item_scores(m, [task], split='test', max_new_tokens=max_new_tokens)[task] for m in pool}
+    mean = lambda xs: sum(xs) / len(xs)
+    rows = {m: mean(single[m]) for m in pool}
+    rows['oracle (some model right)'] = mean([max(x) for x in zip(*(single[m] for m in pool))])
+    dev = next((r.results.get('dev_scores') for r in records.values() if r.results.get('dev_scores')), None)
+    if dev:
+        best = max(pool, key=lambda m: (dev.get(m, float('-inf')), -list(pool).index(m)))
+        rows[f'best on dev ({best})'] = rows[best]
+    return rows | {label: r.score for label, r in records.items()}
 
 # %% ../../nbs/zoo/70_zoo.ipynb #ea33daed
 def contents(root=None)->dict:
