@@ -69,46 +69,50 @@ def nudge_decode(base:HFEngine,            # the model that writes while it is c
                  batch_size:int=16,        # rows decoded together (KV path)
                 )->list[dict]:
     "Nudged decoding; per request {'text', 'token_ids' (fed to the base), 'trace': [[author, base confidence, text], ...], 'finish'}."
-    import torch
     reqs = [as_request(r) for r in requests]
     Rows = KVRows if use_kv_cache else StatelessRows
     order = sorted(range(len(reqs)), key=lambda i: len(base.render(reqs[i])[1])) if use_kv_cache else list(range(len(reqs)))
     size = batch_size if use_kv_cache else 1
     out = [None] * len(reqs)
-    for s in range(0, len(order), size):
-        idx = order[s:s + size]
-        batch = [reqs[i] for i in idx]
-        seeds = [r.seed if r.seed is not None else derive_seed(r.key()) for r in batch]
-        gb = row_generators([derive_seed(x, 'base') for x in seeds], params)
-        gn = row_generators([derive_seed(x, 'nudger') for x in seeds], params)
-        rb, rn = Rows(base, batch), Rows(nudger, batch)
-        n = len(batch)
-        nudging, done, finish = [True] * n, [False] * n, ['length'] * n
-        texts, fed_base, trace = [''] * n, [[] for _ in range(n)], [[] for _ in range(n)]
-        for t in range(params.max_new_tokens):
-            lb, ln = rb.logits(), rn.logits()
-            conf = torch.softmax(lb, -1).max(-1).values.tolist()          # untempered top-1 probability of the base
-            tb, tn = choose_tokens(lb, params, gb).tolist(), choose_tokens(ln, params, gn).tolist()
-            feed_b, feed_n = [[] for _ in range(n)], [[] for _ in range(n)]
-            for r in range(n):
-                if done[r]: continue
-                text_n = token_text(nudger, rn.history[r], tn[r])
-                who = nudge_author(t, nudging[r], conf[r], text_n, gamma)
-                if who == 'n':
-                    text, eos = text_n, tn[r] in nudger.eos_ids
-                    feed_n[r], feed_b[r] = [tn[r]], encode_text(base, text)
-                else:
-                    text, eos = token_text(base, rb.history[r], tb[r]), tb[r] in base.eos_ids
-                    feed_b[r], feed_n[r] = [tb[r]], encode_text(nudger, text)
-                nudging[r] = who == 'n'
-                trace[r].append([who, round(conf[r], 6), text])
-                if eos: done[r], finish[r] = True, 'stop'; continue
-                texts[r] += text; fed_base[r] += feed_b[r]
-            if all(done) or t == params.max_new_tokens - 1: break
-            rb.feed(feed_b); rn.feed(feed_n)
-        for r, i in enumerate(idx):
-            out[i] = {'text': texts[r], 'token_ids': fed_base[r], 'trace': trace[r], 'finish': finish[r]}
+    with base.threads():   # the engine's CPU thread policy for the per-step tensor work too (oversubscribed threads: 10x slower)
+        for s in range(0, len(order), size):
+            idx = order[s:s + size]
+            for i, row in zip(idx, _nudge_batch(Rows(base, [reqs[i] for i in idx]), Rows(nudger, [reqs[i] for i in idx]),
+                                                [reqs[i] for i in idx], params, gamma)):
+                out[i] = row
     return out
+
+def _nudge_batch(rb, rn, batch:list, params:GenParams, gamma:float)->list[dict]:
+    "Decode one batch: `rb`, `rn` hold the base's and the nudger's rows."
+    import torch
+    base, nudger, n = rb.engine, rn.engine, len(batch)
+    seeds = [r.seed if r.seed is not None else derive_seed(r.key()) for r in batch]
+    gb = row_generators([derive_seed(x, 'base') for x in seeds], params)
+    gn = row_generators([derive_seed(x, 'nudger') for x in seeds], params)
+    nudging, done, finish = [True] * n, [False] * n, ['length'] * n
+    texts, fed_base, trace = [''] * n, [[] for _ in range(n)], [[] for _ in range(n)]
+    for t in range(params.max_new_tokens):
+        lb, ln = rb.logits(), rn.logits()
+        conf = torch.softmax(lb, -1).max(-1).values.tolist()          # untempered top-1 probability of the base
+        tb, tn = choose_tokens(lb, params, gb).tolist(), choose_tokens(ln, params, gn).tolist()
+        feed_b, feed_n = [[] for _ in range(n)], [[] for _ in range(n)]
+        for r in range(n):
+            if done[r]: continue
+            text_n = token_text(nudger, rn.history[r], tn[r])
+            who = nudge_author(t, nudging[r], conf[r], text_n, gamma)
+            if who == 'n':
+                text, eos = text_n, tn[r] in nudger.eos_ids
+                feed_n[r], feed_b[r] = [tn[r]], encode_text(base, text)
+            else:
+                text, eos = token_text(base, rb.history[r], tb[r]), tb[r] in base.eos_ids
+                feed_b[r], feed_n[r] = [tb[r]], encode_text(nudger, text)
+            nudging[r] = who == 'n'
+            trace[r].append([who, round(conf[r], 6), text])
+            if eos: done[r], finish[r] = True, 'stop'; continue
+            texts[r] += text; fed_base[r] += feed_b[r]
+        if all(done) or t == params.max_new_tokens - 1: break
+        rb.feed(feed_b); rn.feed(feed_n)
+    return [{'text': texts[r], 'token_ids': fed_base[r], 'trace': trace[r], 'finish': finish[r]} for r in range(n)]
 
 # %% ../../nbs/methods/30_api_nudging.ipynb #942e9fb9
 def nudge_generate(ctx:RunContext, base:str, nudger:str, requests:list, gamma:float, use_kv_cache:bool=True,
@@ -169,7 +173,7 @@ class Nudging(Method):
         base = ctx.models[p.base_model_id]
         nudgers = [m for m in ctx.models if m != base] if p.search_nudging else [ctx.models[p.nudging_model_id]]
         gammas = GAMMA_GRID if p.search_gamma else (p.gamma,)
-        info = {'base': base}
+        info = {'base': base, 'dev_scores': ctx.dev_scores()}   # the shared, cached dev pass (for the best-on-dev comparison)
         if len(nudgers) * len(gammas) > 1:
             dev_reqs = ctx.requests(ctx.task.dev)
             def dev_score(setting):
