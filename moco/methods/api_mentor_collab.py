@@ -5,16 +5,16 @@
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #858b66dd
 from __future__ import annotations
 import hashlib, json, random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError, RequirementError
 from ..engines.hf import HFEngine
 from ..method import Method, MethodResult, Requirements, RunContext, register
-from .api_nudging import token_text, encode_text
+from .api_nudging import token_text, encode_text, start_last, advance_last
 
 # %% auto #0
-__all__ = ['consult_probability', 'Rows', 'starts_word', 'propose_words', 'extend_patches', 'judge_prompt', 'mentor_decode',
+__all__ = ['MAX_EXTRA', 'consult_probability', 'Rows', 'starts_word', 'CollabRow', 'judge_prompt', 'label_judge', 'mentor_decode',
            'branch_mlp', 'mlp_judge', 'MentorCollabParams', 'MentorCollab']
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #a656c481
@@ -29,14 +29,14 @@ def consult_probability(decision_proportion:float)->float:
 class Rows:
     "A batch of rows on one model's KV-cached step API, with per-row token histories and rollback of a row's last tokens."
     def __init__(self, engine:HFEngine, requests:list):
-        self.engine, self.state = engine, engine.start(requests)
+        self.engine, self.state = engine, start_last(engine, requests)
         self.history = [list(engine.render(r)[1][-4:]) for r in requests]
     def argmax(self)->list: return self.engine.step(self.state).argmax(-1).tolist()
     def feed(self, ids:dict)->None:
         "Append token ids to some rows ({row: ids}); the others are fed nothing."
         if not any(ids.values()): return
         for r, x in ids.items(): self.history[r].extend(x)
-        self.engine.advance(self.state, [list(ids.get(r, [])) for r in range(len(self.history))])
+        advance_last(self.engine, self.state, [list(ids.get(r, [])) for r in range(len(self.history))])
     def rollback(self, row:int, n:int)->None:
         "Forget a row's last `n` tokens: their cache entries are masked out and the next position steps back (feed the row before reading its logits)."
         if n <= 0: return
@@ -52,30 +52,27 @@ class Rows:
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #8e71f223
 def starts_word(text:str)->bool: return text[:1].isspace()
 
-def propose_words(rows:Rows, active:list, max_extra:int=10)->dict:
-    "Each active row's greedy next word (its first token, then tokens until one starts with whitespace, at most `max_extra` more); the tokens are fed, an EOS is not."
-    eos = rows.engine.eos_ids
-    first = rows.argmax()
-    words = {r: [first[r]] for r in active}
-    open_ = [r for r in active if first[r] not in eos]
-    rows.feed({r: words[r] for r in open_})
-    for _ in range(max_extra):
-        if not open_: break
-        nxt = rows.argmax()
-        open_ = [r for r in open_ if nxt[r] not in eos and not starts_word(token_text(rows.engine, rows.history[r], nxt[r]))]
-        for r in open_: words[r].append(nxt[r])
-        rows.feed({r: [nxt[r]] for r in open_})
-    return words
+MAX_EXTRA = 10   # a word is its first token and at most this many more (MoCo's bound)
 
-def extend_patches(rows:Rows, patches:dict, patch_size:int)->None:
-    "Greedily extend each row's patch (already fed, in place) to `patch_size` tokens, stopping at EOS (not fed)."
-    eos = rows.engine.eos_ids
-    open_ = [r for r, p in patches.items() if p[-1] not in eos and len(p) < patch_size]
-    while open_:
-        nxt = rows.argmax()
-        for r in open_: patches[r].append(nxt[r])
-        rows.feed({r: [nxt[r]] for r in open_ if nxt[r] not in eos})
-        open_ = [r for r in open_ if nxt[r] not in eos and len(patches[r]) < patch_size]
+@dataclass
+class CollabRow:
+    "One answer being written: its phase, the words and patches in flight, and its trace."
+    rng: random.Random                 # seeded draws: consult the mentor? which option is shown first?
+    phase: str = 'g'                   # 'g': generator's word; 'm': mentor's word; 'patch': both extend; 'judge': waiting for the judge
+    gw: list = field(default_factory=list)   # the generator's word (then patch) token ids in flight
+    mw: list = field(default_factory=list)   # the mentor's word (then patch) token ids in flight
+    text: str = ''                     # the answer so far
+    used: int = 0                      # budget spent, in generator tokens
+    pending: str = ''                  # text the mentor has not read yet (fed only when it is consulted)
+    carry: list|None = None            # ids the generator must read before its next token (the mentor's chosen patch)
+    done: bool = False
+    finish: str = 'length'
+    draws: str = ''                    # '1' / '0' per decision point: the mentor consulted or not
+    events: list = field(default_factory=list)  # disagreements: both patches, the choice, the option order
+
+def _word_done(rows:Rows, r:int, word:list, tok:int)->bool:
+    "Whether reading `tok` after `word` ends the word (`tok` is then the next word's first token, or EOS)."
+    return bool(word) and (tok in rows.engine.eos_ids or len(word) > MAX_EXTRA or starts_word(token_text(rows.engine, rows.history[r], tok)))
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #e3889d67
 def judge_prompt(task_prompt:str, so_far:str, option_a:str, option_b:str)->str:
@@ -84,6 +81,23 @@ def judge_prompt(task_prompt:str, so_far:str, option_a:str, option_b:str)->str:
     return (f"{task_prompt}\n\nAn answer in progress:\n{so_far if so_far.strip() else '(nothing written yet)'}\n\n"
             f"Two possible continuations:\n(A) {show(option_a)}\n(B) {show(option_b)}\n\n"
             "Which continuation leads to the correct final answer? Answer with the letter A or B.")
+
+def label_judge(engine:HFEngine, labels:Sequence[str]=('A', 'B'))->Callable|None:
+    "A judge reading one forward per prompt: the log-probability of each single-token label as the reply's first token (None when a label is not one token)."
+    probe = engine.render(as_request('x'))[1]
+    ids = []
+    for lab in labels:
+        with_label = engine.render(Request('x', prefix=lab))[1]
+        if with_label[:len(probe)] != probe or len(with_label) != len(probe) + 1: return None
+        ids.append(with_label[-1])
+    def scores(prompts:list)->list[list[float]]:
+        import torch
+        out = []
+        for s in range(0, len(prompts), engine.batch_size):
+            st = engine.start([as_request(p) for p in prompts[s:s + engine.batch_size]])
+            out += torch.log_softmax(engine.step(st).float(), -1)[:, ids].tolist()
+        return out
+    return scores
 
 def mentor_decode(generator:HFEngine,     # writes greedily, word by word
                   mentor:HFEngine,        # consulted at decision points (any tokenizer)
@@ -95,7 +109,7 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
                   batch_size:int=16,      # rows decoded together
                   shuffle:bool=True,      # show the two patches in a seeded random order (False: the generator's is A)
                  )->list[dict]:
-    "Mentor collaboration; per request {'text', 'finish', 'trace': {'decisions', 'consulted', 'events'}}."
+    "Mentor collaboration; per request {'text', 'finish', 'trace': {'decisions', 'consulted', 'draws', 'events'}}."
     reqs = [as_request(r) for r in requests]
     order = sorted(range(len(reqs)), key=lambda i: len(generator.render(reqs[i])[1]))
     out = [None] * len(reqs)
@@ -103,60 +117,96 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             batch = [reqs[i] for i in idx]
-            n = len(batch)
-            rngs = [random.Random(derive_seed(r.seed if r.seed is not None else r.key(), 'mentor-consult')) for r in batch]
-            G, M = Rows(generator, batch), Rows(mentor, batch)
-            text, used, done, finish = [''] * n, [0] * n, [False] * n, ['length'] * n
-            pending = [''] * n                  # text the mentor has not been fed yet (it is fed only when consulted)
-            decisions, consulted, events, draws = [0] * n, [0] * n, [[] for _ in range(n)], [''] * n
-            while True:
-                active = [r for r in range(n) if not done[r]]
-                if not active: break
-                gw = propose_words(G, active)                                  # 1. the generator's next word (fed)
-                ask = [r for r in active if rngs[r].random() < p_consult]     # 2. consult the mentor?
-                for r in active: decisions[r] += 1; draws[r] += '1' if r in ask else '0'
-                for r in ask: consulted[r] += 1
-                M.feed({r: encode_text(mentor, pending[r]) for r in ask})
-                for r in ask: pending[r] = ''
-                mw = propose_words(M, ask) if ask else {}
-                gtext = {r: G.text(r, gw[r]) for r in active}
-                eos_g = {r: gw[r][-1] in generator.eos_ids for r in active}
-                differ = [r for r in ask if (M.text(r, mw[r]), mw[r][-1] in mentor.eos_ids) != (gtext[r], eos_g[r])]
-                own = lambda ids: [t for t in ids if t not in generator.eos_ids]
-                chosen = {r: ('generator', gtext[r], eos_g[r], own(gw[r])) for r in active}
-                if differ:                                                     # 3. disagreement: both write a patch, the judge picks
-                    gp, mp = {r: gw[r] for r in differ}, {r: mw[r] for r in differ}
-                    extend_patches(G, gp, patch_size); extend_patches(M, mp, patch_size)
-                    swap = {r: shuffle and rngs[r].random() < 0.5 for r in differ}       # the mentor's patch is option A half of the time (no position bias)
-                    opts = {r: (M.text(r, mp[r]), G.text(r, gp[r])) if swap[r] else (G.text(r, gp[r]), M.text(r, mp[r])) for r in differ}
-                    pick = judge([(idx[r], text[r], *opts[r]) for r in differ])
-                    feed_g = {}
-                    for r, k in zip(differ, pick):
-                        k = int(k) != int(swap[r])                                 # True: the mentor's patch was picked
-                        g_fed = len(gp[r]) - (gp[r][-1] in generator.eos_ids)
-                        m_fed = len(mp[r]) - (mp[r][-1] in mentor.eos_ids)
-                        ev = {'at': len(text[r]), 'generator': G.text(r, gp[r]), 'mentor': M.text(r, mp[r]), 'chosen': 'mentor' if k else 'generator', 'mentor_first': swap[r]}
-                        events[r].append(ev)
-                        if k:   # the mentor's patch: the generator forgets its own and reads the mentor's
-                            G.rollback(r, g_fed); feed_g[r] = encode_text(generator, ev['mentor'])
-                            chosen[r] = ('mentor', ev['mentor'], mp[r][-1] in mentor.eos_ids, feed_g[r])
-                        else:   # the generator's patch: the mentor forgets its own and will read the generator's
-                            M.rollback(r, m_fed); pending[r] = ev['generator']
-                            chosen[r] = ('generator', ev['generator'], gp[r][-1] in generator.eos_ids, own(gp[r]))
-                    G.feed(feed_g)
-                for r in active:                                               # 4. append the chosen word or patch
-                    who, piece, eos, ids = chosen[r]                           # ids: the piece in generator tokens
-                    if len(ids) > max_new_tokens - used[r]:                     # the budget ends inside the piece: cut it there
-                        piece, eos = generator.tokenizer.decode(ids[:max_new_tokens - used[r]], skip_special_tokens=True), False
-                    if r not in ask: pending[r] += piece
-                    text[r] += piece
-                    used[r] += max(1, len(ids))                                # at least one token per round: no endless loop on empty text
-                    if eos: done[r], finish[r] = True, 'stop'
-                    elif used[r] >= max_new_tokens: done[r] = True
-            for r, i in enumerate(idx):
-                out[i] = {'text': text[r], 'finish': finish[r],
-                          'trace': {'decisions': decisions[r], 'consulted': consulted[r], 'draws': draws[r], 'events': events[r]}}
+            rows = _collab_batch(Rows(generator, batch), Rows(mentor, batch), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
+                                 max_new_tokens, p_consult, patch_size, shuffle)
+            for i, row in zip(idx, rows):
+                out[i] = {'text': row.text, 'finish': row.finish,
+                          'trace': {'decisions': len(row.draws), 'consulted': row.draws.count('1'), 'draws': row.draws, 'events': row.events}}
     return out
+
+def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int, p_consult:float, patch_size:int, shuffle:bool)->list:
+    "Decode one batch tick by tick: every tick is at most one forward of each model, each row advancing through its own phase."
+    gen, men = G.engine, M.engine
+    S = [CollabRow(random.Random(derive_seed(r.seed if r.seed is not None else r.key(), 'mentor-consult'))) for r in batch]
+    own = lambda ids: [t for t in ids if t not in gen.eos_ids]
+
+    def commit(r, piece:str, eos:bool, ids:list)->None:
+        "Append a chosen word or patch (`ids`: it in generator tokens), cut at the budget."
+        x = S[r]
+        if len(ids) > max_new_tokens - x.used:
+            piece, eos = gen.tokenizer.decode(ids[:max_new_tokens - x.used], skip_special_tokens=True), False
+        x.text += piece
+        x.used += max(1, len(ids))                       # at least one token per decision: no endless loop on empty text
+        if eos: x.done, x.finish = True, 'stop'
+        elif x.used >= max_new_tokens: x.done = True
+
+    def step(r, fg:dict, fm:dict, waiting:list)->None:
+        "Advance row r by what this tick's logits allow; record the tokens it feeds."
+        x = S[r]
+        if x.phase == 'g':
+            tok = g_next[r]
+            if not _word_done(G, r, x.gw, tok):
+                x.gw.append(tok)
+                if tok not in gen.eos_ids: fg[r] = [tok]; return
+            x.draws += '1' if x.rng.random() < p_consult else '0'          # a decision point: consult the mentor?
+            if x.draws[-1] == '0':
+                piece = G.text(r, x.gw)
+                commit(r, piece, x.gw[-1] in gen.eos_ids, own(x.gw)); x.pending += piece; x.gw = []
+                if not x.done: step(r, fg, fm, waiting)                   # `tok` starts the next word (same logits)
+                return
+            x.phase, x.mw = 'm', []
+            ids = encode_text(men, x.pending); x.pending = ''
+            if ids: fm[r] = ids; return                                     # the mentor reads what it missed first
+            step(r, fg, fm, waiting); return
+        if x.phase == 'm':
+            tok = m_next[r]
+            if not _word_done(M, r, x.mw, tok):
+                x.mw.append(tok)
+                if tok not in men.eos_ids: fm[r] = [tok]; return
+            g_eos, m_eos = x.gw[-1] in gen.eos_ids, x.mw[-1] in men.eos_ids
+            if (G.text(r, x.gw), g_eos) == (M.text(r, x.mw), m_eos):       # the same word: keep it, both models have read it
+                commit(r, G.text(r, x.gw), g_eos, own(x.gw)); x.gw, x.mw, x.phase = [], [], 'g'
+                if not x.done: step(r, fg, fm, waiting)
+                return
+            x.phase = 'patch'
+        if x.phase == 'patch':                                              # both continue their own word to a patch
+            for rows, word, nxt, feed in ((G, x.gw, g_next, fg), (M, x.mw, m_next, fm)):
+                if word[-1] not in rows.engine.eos_ids and len(word) < patch_size:
+                    word.append(nxt[r])
+                    if nxt[r] not in rows.engine.eos_ids: feed[r] = [nxt[r]]
+            closed = lambda rows, w: w[-1] in rows.engine.eos_ids or len(w) >= patch_size
+            if closed(G, x.gw) and closed(M, x.mw): x.phase = 'judge'; waiting.append(r)
+
+    for tick in range(max_new_tokens * (patch_size + 2 * MAX_EXTRA + 4)):   # a bound no answer reaches: the loop always ends
+        active = [r for r in range(len(S)) if not S[r].done]
+        if not active: break
+        g_next, m_next = G.argmax(), M.argmax()
+        fg, fm, waiting = {}, {}, []
+        for r in active:
+            if S[r].carry is not None: fg[r], S[r].carry = S[r].carry, None; continue   # read the mentor's patch before going on
+            step(r, fg, fm, waiting)
+            if S[r].pending and r not in fm and not S[r].done:               # the mentor reads committed text as it comes (small feeds)
+                fm[r], S[r].pending = encode_text(men, S[r].pending), ''
+        G.feed(fg); M.feed(fm)
+        if not waiting: continue
+        swap = {r: shuffle and S[r].rng.random() < 0.5 for r in waiting}  # the mentor's patch is option A half of the time
+        opts = {r: (G.text(r, S[r].gw), M.text(r, S[r].mw)) for r in waiting}
+        picks = judge([(r, S[r].text, *(opts[r][::-1] if swap[r] else opts[r])) for r in waiting])
+        for r, k in zip(waiting, picks):
+            x = S[r]
+            mentor_won = int(k) != int(swap[r])
+            x.events.append({'at': len(x.text), 'generator': opts[r][0], 'mentor': opts[r][1],
+                             'chosen': 'mentor' if mentor_won else 'generator', 'mentor_first': swap[r]})
+            g_fed, m_fed = len(own(x.gw)), len([t for t in x.mw if t not in men.eos_ids])
+            if mentor_won:   # the generator forgets its patch and reads the mentor's
+                ids = encode_text(gen, opts[r][1])
+                G.rollback(r, g_fed); x.carry = ids or None
+                commit(r, opts[r][1], x.mw[-1] in men.eos_ids, ids)
+            else:            # the mentor forgets its patch and reads the generator's next tick
+                M.rollback(r, m_fed); x.pending = opts[r][0]
+                commit(r, opts[r][0], x.gw[-1] in gen.eos_ids, own(x.gw))
+            x.gw, x.mw, x.phase = [], [], 'g'
+    return S
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #357e116f
 def branch_mlp(hidden:int):
@@ -220,6 +270,9 @@ class MentorCollab(Method):
             if p.mode == 'train':
                 j = mlp_judge(ctx.pool.engine(gen), p.mlp_path, p.mlp_threshold)
                 return lambda items: j([judge_prompt(engine_prompts[i], so_far, a, b) for i, so_far, a, b in items])
+            scores = label_judge(ctx.pool.engine(gen))    # one forward per prompt when A and B are single tokens
+            if scores is not None:
+                return lambda items: [int(s[1] > s[0]) for s in scores([judge_prompt(engine_prompts[i], so_far, a, b) for i, so_far, a, b in items])]
             return lambda items: ctx.pool.choose(gen, [judge_prompt(engine_prompts[i], so_far, a, b) for i, so_far, a, b in items],
                                                  ['A', 'B'], purpose='judge')
         tag = json.dumps(['mentor_collab', gen, mentor, prob, p.patch_size, p.mode, p.mlp_threshold if p.mode == 'train' else None,
@@ -234,7 +287,7 @@ class MentorCollab(Method):
         comps = ctx.pool.cached_generate(f'mentor_collab(generator={gen},mentor={mentor})', fp, reqs, ctx.gen.with_(temperature=0), run)
         rows = [json.loads(c.text) for c in comps]
         dec = sum(r['trace']['decisions'] for r in rows); con = sum(r['trace']['consulted'] for r in rows)
-        info = {'generator': gen, 'mentor': mentor, 'consult_probability': prob, 'decision_points': dec, 'consulted': con,
+        info = {'dev_scores': ctx.dev_scores(), 'generator': gen, 'mentor': mentor, 'consult_probability': prob, 'decision_points': dec, 'consulted': con,
                 'observed_consult_rate': con / max(dec, 1), 'patches': sum(len(r['trace']['events']) for r in rows),
                 'mentor_patches_chosen': sum(e['chosen'] == 'mentor' for r in rows for e in r['trace']['events']), 'mode': p.mode}
         return MethodResult(outputs=[r['output'] for r in rows], traces=[r['trace'] | {'finish': c.finish_reason} for r, c in zip(rows, comps)], info=info)

@@ -8,12 +8,12 @@ import hashlib, json, math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError
-from ..engines.hf import HFEngine, choose_tokens, row_generators
+from ..engines.hf import HFEngine, DecodeState, choose_tokens, row_generators, _out_cache
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
-__all__ = ['GAMMA_GRID', 'token_text', 'encode_text', 'KVRows', 'StatelessRows', 'nudge_author', 'nudge_decode', 'nudge_generate',
-           'best_setting', 'NudgingParams', 'Nudging']
+__all__ = ['GAMMA_GRID', 'token_text', 'encode_text', 'start_last', 'advance_last', 'KVRows', 'StatelessRows', 'nudge_author',
+           'nudge_decode', 'nudge_generate', 'best_setting', 'NudgingParams', 'Nudging']
 
 # %% ../../nbs/methods/30_api_nudging.ipynb #d76119bb
 def token_text(engine:HFEngine, history:list, token:int)->str:
@@ -27,16 +27,46 @@ def encode_text(engine:HFEngine, text:str)->list:
     "The token ids a model is fed for text another model wrote (its own tokenizer, no special tokens)."
     return engine.tokenizer(text, add_special_tokens=False).input_ids if text else []
 
+# %% ../../nbs/methods/30_api_nudging.ipynb #fe374eac
+def start_last(engine:HFEngine, requests:Sequence)->DecodeState:
+    "`engine.start`, computing the vocabulary projection for the last position only (the step API's `start` projects every prompt position)."
+    import torch
+    ids = [engine.render(r)[1] for r in requests]
+    pad, width = engine.tokenizer.pad_token_id, max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=engine.device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=engine.device)
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode(), engine.threads():
+        out = engine.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+
+def advance_last(engine:HFEngine, state:DecodeState, tokens:list)->None:
+    "`engine.advance` with a token-id list per row, projecting only the last position onto the vocabulary (a several-token increment costs one projection, not one per token)."
+    import torch
+    width, pad = max(len(t) for t in tokens), engine.tokenizer.pad_token_id
+    if width == 0: return
+    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=engine.device)
+    inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=engine.device)
+    pos = state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
+    state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
+    with torch.inference_mode(), engine.threads():
+        out = engine.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                           **{engine._cache_kw: state.cache})
+    fed = inc.sum(-1)
+    state.cache = _out_cache(out)
+    state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)
+    state.next_pos = state.next_pos + fed
+
 # %% ../../nbs/methods/30_api_nudging.ipynb #a24b9a9a
 class KVRows:
     "A batch of rows decoded through the engine's KV-cached step API (one forward per step for the whole batch)."
     def __init__(self, engine:HFEngine, requests:list):
-        self.engine, self.state = engine, engine.start(requests)
+        self.engine, self.state = engine, start_last(engine, requests)
         self.history = [engine.render(r)[1][-4:] for r in requests]
     def logits(self): return self.engine.step(self.state).to('cpu').float()
     def feed(self, ids:list)->None:
         for h, x in zip(self.history, ids): h.extend(x)
-        self.engine.advance(self.state, ids)
+        advance_last(self.engine, self.state, ids)
 
 class StatelessRows:
     "The reference path: every step re-runs each row's whole token sequence alone (no cache, no padding, no batch)."
