@@ -617,8 +617,9 @@ def start(self:HFEngine, requests:Sequence)->DecodeState:
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), self.threads():
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1].float()
+    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, logits, [len(x) for x in ids])
 
 @patch
 def step(self:HFEngine, state:DecodeState):
@@ -636,12 +637,13 @@ def advance(self:HFEngine, state:DecodeState, tokens)->None:
     inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=self.device)
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
-    with torch.inference_mode(), self.threads():
-        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, **{self._cache_kw: state.cache})
-    fed = inc.sum(-1)
-    state.cache = _out_cache(out)
-    state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
-    state.next_pos = state.next_pos + fed
+    with torch.inference_mode(), self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
+        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: state.cache})
+        fed = inc.sum(-1)
+        state.cache = _out_cache(out)
+        state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
+        state.next_pos = state.next_pos + fed
 
 # %% ../../nbs/engines/04_engines.ipynb #17b389b7
 def match_label(text:str, labels:Sequence[str])->int|None:
