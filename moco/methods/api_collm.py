@@ -88,7 +88,7 @@ def deferral_data(gen, mentor, examples:list)->DeferData:
     cat = torch.cat
     return DeferData(cat(h), cat(glp), cat(mlp), (cat(mhit) & ~cat(ghit)).float())
 
-# %% ../../nbs/methods/37_api_collm.ipynb #88f017b3
+# %% ../../nbs/methods/37_api_collm.ipynb #c52d4f1c
 def collm_loss(z, gen_lp, mentor_lp):
     "Co-LLM's marginal likelihood: mean of -log(sigmoid(-z) p_gen(y) + sigmoid(z) p_mentor(y)), in log space."
     import torch, torch.nn.functional as F
@@ -96,6 +96,11 @@ def collm_loss(z, gen_lp, mentor_lp):
 
 def train_defer_head(data:DeferData, init_steps:int=100, steps:int=300, lr:float=0.01, pos_weight:float=8.0, seed:int=0)->tuple[DeferHead, dict]:
     "Fit the defer head: initialise it on the deferral labels (weighted BCE, Co-LLM's phase 1), then minimise the marginal likelihood."
+    from moco.engines.hf import torch_threads, auto_threads
+    with torch_threads(auto_threads()): return _fit_head(data, init_steps, steps, lr, pos_weight, seed)
+
+def _fit_head(data:DeferData, init_steps:int, steps:int, lr:float, pos_weight:float, seed:int)->tuple[DeferHead, dict]:
+    "`train_defer_head`'s optimisation, on the threads it is given."
     import torch, torch.nn.functional as F
     g = torch.Generator().manual_seed(seed)
     d = data.hidden.shape[1]
@@ -117,7 +122,7 @@ def train_defer_head(data:DeferData, init_steps:int=100, steps:int=300, lr:float
     log['gen_only_nll'] = float(-data.gen_lp.mean()); log['mentor_only_nll'] = float(-data.mentor_lp.mean())
     return head, log
 
-# %% ../../nbs/methods/37_api_collm.ipynb #74beaf8b
+# %% ../../nbs/methods/37_api_collm.ipynb #608fa1f6
 def threshold_at(step:int, threshold:float, schedule:str='none', warmup:int=15)->float:
     "The deferral threshold at decoding step `step`: constant, or warming up from 1.0 (never defer) to `threshold` over `warmup` steps."
     if schedule == 'none' or warmup <= 0: return threshold
@@ -136,7 +141,7 @@ def collm_decode(gen, mentor, head:DeferHead, requests:Sequence, params:GenParam
     eos = set(gen.eos_ids) | set(mentor.eos_ids)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]; batch = [reqs[i] for i in idx]; B = len(batch)
-        with LastHidden(gen.model) as cap:
+        with LastHidden(gen.model) as cap, gen.threads():
             sg = gen.start(batch); hidden = cap.value[:, -1]
             sm, pending = None, [[] for _ in batch]            # the mentor is prefilled and fed only when some row defers
             gens = row_generators([r.seed if r.seed is not None else derive_seed(r.key()) for r in batch], params)
