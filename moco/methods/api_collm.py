@@ -122,7 +122,7 @@ def _fit_head(data:DeferData, init_steps:int, steps:int, lr:float, pos_weight:fl
     log['gen_only_nll'] = float(-data.gen_lp.mean()); log['mentor_only_nll'] = float(-data.mentor_lp.mean())
     return head, log
 
-# %% ../../nbs/methods/37_api_collm.ipynb #608fa1f6
+# %% ../../nbs/methods/37_api_collm.ipynb #f922266d
 def threshold_at(step:int, threshold:float, schedule:str='none', warmup:int=15)->float:
     "The deferral threshold at decoding step `step`: constant, or warming up from 1.0 (never defer) to `threshold` over `warmup` steps."
     if schedule == 'none' or warmup <= 0: return threshold
@@ -148,27 +148,27 @@ def collm_decode(gen, mentor, head:DeferHead, requests:Sequence, params:GenParam
             toks, dfr = [[] for _ in batch], [[] for _ in batch]
             done = torch.zeros(B, dtype=torch.bool)
             for t in range(params.max_new_tokens):
-                lg = gen.step(sg).cpu()
+                scores = gen.step(sg).cpu()          # raw logits: choosing from them equals choosing from log-probs
                 p_defer = torch.sigmoid(head.logit(hidden)).cpu()
                 defer = (p_defer > threshold_at(t, threshold, schedule, warmup)) & ~done
-                scores = torch.log_softmax(lg, -1)
-                if defer.any():
+                rows = defer.nonzero().flatten().tolist()
+                if rows:
                     if sm is None: sm = mentor.start(batch)
                     mentor.advance(sm, [pending[r] if defer[r] else [] for r in range(B)])
-                    for r in range(B):
-                        if defer[r]: pending[r] = []
-                    ml = torch.log_softmax(mentor.step(sm).cpu(), -1)
+                    for r in rows: pending[r] = []
+                    ml = mentor.step(sm).cpu()
                     v = min(ml.shape[-1], scores.shape[-1]); scores, ml = scores[:, :v], ml[:, :v]
                     if strategy == 'defer': mixed = ml
                     else:
                         pd = p_defer[:, None]
-                        mixed = torch.logaddexp(torch.log1p(-pd.clamp(max=1 - 1e-6)) + scores, torch.log(pd) + ml)
+                        mixed = torch.logaddexp(torch.log1p(-pd.clamp(max=1 - 1e-6)) + torch.log_softmax(scores, -1), torch.log(pd) + torch.log_softmax(ml, -1))
                     scores = torch.where(defer[:, None], mixed, scores)
                 chosen = choose_tokens(scores, params, gens)
+                picked, d_l, live = chosen.tolist(), defer.tolist(), (~done).tolist()
                 for r in range(B):
-                    if not done[r]:
-                        toks[r].append(int(chosen[r])); dfr[r].append(bool(defer[r])); pending[r].append(int(chosen[r]))
-                        if int(chosen[r]) in eos: done[r] = True
+                    if live[r]:
+                        toks[r].append(picked[r]); dfr[r].append(d_l[r]); pending[r].append(picked[r])
+                        if picked[r] in eos: done[r] = True
                 if bool(done.all()) or t == params.max_new_tokens - 1: break
                 gen.advance(sg, chosen.to(gen.device)); hidden = cap.value[:, -1]
         for r, i in enumerate(idx):
@@ -269,7 +269,7 @@ def trained_head(ctx:RunContext, p:CoLLMParams, generator:str, mentor:str)->tupl
     (art / 'train.json').write_text(json.dumps(info | {'log': fit}, indent=1))
     return head, info | {'reused': False}
 
-# %% ../../nbs/methods/37_api_collm.ipynb #9c6cce5c
+# %% ../../nbs/methods/37_api_collm.ipynb #015bd65b
 @register
 class CoLLM(Method):
     "Co-LLM: the generator decodes and learns, per token, when to hand the token to a mentor of the same vocabulary."
@@ -284,6 +284,7 @@ class CoLLM(Method):
         generator, mentor = ctx.models
         gen, men = ctx.pool.engine(generator), ctx.pool.engine(mentor)
         check_shared_vocab(gen.tokenizer, men.tokenizer, generator, mentor)
+        dev = ctx.dev_scores()                      # the shared dev pass; its answers are the training rows' source
         head, train_info = trained_head(ctx, p, generator, mentor)
         settings = {'threshold': p.deferral_threshold, 'strategy': p.deferral_strategy, 'schedule': p.threshold_warmup_schedule,
                     'warmup': p.threshold_warmup_steps}
@@ -309,6 +310,6 @@ class CoLLM(Method):
             traces.append({'tokens': len(c.token_ids), 'deferred_at': pts,
                            'deferred_tokens': None if pts is None else gen.tokenizer.convert_ids_to_tokens([c.token_ids[i] for i in pts if i < len(c.token_ids)])})
         known = [t for t in traces if t['deferred_at'] is not None]
-        info = {'generator': generator, 'mentor': mentor, **settings, 'training': train_info,
+        info = {'generator': generator, 'mentor': mentor, **settings, 'training': train_info, 'dev_scores': dev,
                 'deferral_rate': sum(len(t['deferred_at']) for t in known) / max(1, sum(t['tokens'] for t in known)) if known else None}
         return MethodResult(outputs=[c.text for c in comps], traces=traces, info=info)
