@@ -142,7 +142,7 @@ def selector_chooser(pool, selector:str, n:int, purpose:str='')->Callable:
     labels = selector_labels(n)
     return lambda states: pool.choose(selector, [Request(prompt=selector_prompt(s, n), seed=0) for s in states], labels, purpose)
 
-# %% ../../nbs/methods/32_api_switch_generation.ipynb #315862dd
+# %% ../../nbs/methods/32_api_switch_generation.ipynb #5a94b2d6
 def first_patch_labels(first:list,    # first continuation author of each rollout
                        utility:list,  # a comparable utility of each rollout (higher is better)
                        n:int,         # number of models
@@ -159,6 +159,7 @@ def selector_training_rows(ctx:RunContext, models:list, ps:PatchSettings, gen:Ge
                            rollouts:int,        # random-switch continuations per instance (first authors cycle over the models)
                            score:str='task',    # 'task': the task's score, reward-model ties broken; 'reward': the reward model alone
                            judges=None,         # judges whose `.reward` scores rollouts
+                           ties:str='skip',     # with score='task': contexts whose rollouts all score the same are labelled by the reward ('reward') or dropped ('skip')
                           )->tuple[list, dict]:
     "SFT rows (selector prompt -> best next author) from random-switch rollouts on the dev prompts, and facts about them."
     import random
@@ -184,14 +185,16 @@ def selector_training_rows(ctx:RunContext, models:list, ps:PatchSettings, gen:Ge
     for i, c in enumerate(contexts):
         sl = slice(i * rollouts, (i + 1) * rollouts)
         best = first_patch_labels(first[sl], util[sl], n)
-        decided += len({u[0] for u in util[sl]}) > 1
+        split = len({u[0] for u in util[sl]}) > 1
+        decided += split
+        if score == 'task' and ties == 'skip' and not split: continue
         rows.append({'prompt': selector_prompt(c, n), 'completion': labels[best]}); chosen.append(best)
-    facts = {'instances': instances, 'rollouts_per_instance': rollouts, 'rollout_score': score,
-             'label_counts': {models[a]: chosen.count(a) for a in range(n)},
+    facts = {'instances': instances, 'rows': len(rows), 'rollouts_per_instance': rollouts, 'rollout_score': score, 'score_ties': ties,
+             'label_counts': {models[a]: [r['completion'] for r in rows].count(labels[a]) for a in range(n)},
              'instances_decided_by_first_score': decided, 'mean_rollout_utility': sum(u[0] for u in util) / len(util)}
     return rows, facts
 
-# %% ../../nbs/methods/32_api_switch_generation.ipynb #103bd729
+# %% ../../nbs/methods/32_api_switch_generation.ipynb #2763aa5f
 log = logging.getLogger('moco')
 
 MOCO_SELECTOR_SFT = dict(lora_r=64, lora_alpha=16, lora_dropout=0.1, lora_targets=('q_proj', 'k_proj', 'v_proj', 'o_proj'),
@@ -210,6 +213,7 @@ class SwitchGenerationParams:
     reward_model_name: str|None = None      # reward model scoring rollouts; None: the run's judges (default MoCo's Skywork-Reward-Llama-3.1-8B-v0.2)
     wait_flag: bool = False                 # once per answer, an early end becomes " Wait," and writing goes on (s1-style forcing)
     rollout_score: Literal['task', 'reward'] = 'task'  # moco: label rollouts by the task's score (reward-model ties broken) or, as MoCo, the reward alone
+    score_ties: Literal['skip', 'reward'] = 'skip'     # moco: a context whose rollouts all get one task score is skipped (no signal), or labelled by the reward model
     word_lookahead: int = 8                 # moco: extra tokens an author may write to finish the word its patch ends in
     selector_sft: dict|None = None          # moco: overrides of the selector's `moco.train.SFTParams` (default MoCo's: LoRA r 64, lr 1e-5, 5 epochs, ...)
     random_selection: bool = False          # moco: pick authors uniformly at random (MoCo's random mode; no selector)
@@ -253,8 +257,9 @@ class SwitchGeneration(Method):
     def run(self, ctx:RunContext)->MethodResult:
         p, models, n = self.params, list(ctx.models), len(ctx.models)
         check_switch_setup(p, models)
+        dev = ctx.dev_scores()          # the shared dev pass (cached): the reference next to the method in the record
         ps = PatchSettings(p.patch_size, p.word_lookahead, ctx.gen.max_new_tokens, p.objective_flag, p.wait_flag)
-        info = {'patch_size': p.patch_size, 'word_lookahead': p.word_lookahead}
+        info = {'patch_size': p.patch_size, 'word_lookahead': p.word_lookahead, 'dev_scores': dev}
         if p.random_selection: choose, info['selector'] = random_chooser(random.Random(derive_seed(ctx.seed, 'switch-test')), n), 'random'
         else:
             if p.selector_model_name: selector = ctx.pool.add(p.selector_model_name)
@@ -263,7 +268,8 @@ class SwitchGeneration(Method):
                 from moco.train import sft
                 judges = make_judges({'reward_model': p.reward_model_name}) if p.reward_model_name else ctx.judges
                 rows, facts = selector_training_rows(ctx, models, ps, ctx.gen, p.training_instance_num, p.rollout_per_instance,
-                                                     p.rollout_score, judges)
+                                                     p.rollout_score, judges, p.score_ties)
+                if not rows: raise ConfigError("api_switch_generation: no rollout context separated the models by task score, so there is nothing to train the selector on; raise training_instance_num or set score_ties='reward'.")
                 trained = sft(p.selector_base_model, rows, ctx.workdir, f'{ctx.task.name}-switch-selector', p.sft_params())
                 selector = trained.add_to(ctx.pool, f'switch-selector-{trained.key}')
                 info['training'] = facts | {'artifact': str(trained.path), 'reused': trained.reused, 'train_steps': trained.info.get('steps')}
