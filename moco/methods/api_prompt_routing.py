@@ -29,8 +29,8 @@ def route_prompt(question:str,                          # the task prompt of the
     labels = route_labels(n)
     if descriptions: models = 'The models:\n' + '\n'.join(f'{l} {d.strip()}' for l, d in zip(labels, descriptions))
     else: models = f'The models are numbered {labels[0]} to {labels[-1]}.'
-    return (f"You are a router: pick the one model most likely to answer the question below correctly.\n\n{models}\n\n"
-            f"The question:\n{question}\n\nReply with the chosen model's number in parentheses, such as {labels[0]}, and nothing else.")
+    return (f"You are a router: pick the one model most likely to answer the question below correctly. Reply with the chosen model's "
+            f"number in parentheses, such as {labels[0]}, and nothing else.\n\n{models}\n\nThe question:\n{question}")
 
 def check_descriptions(descriptions,                # `model_descriptions` as configured
                        models:Sequence[str],        # the run's model names

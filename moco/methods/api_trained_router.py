@@ -28,9 +28,9 @@ def tied_pairs(scores:Sequence[Sequence[float]],  # per model, the per-item task
 def best_model_labels(scores:Sequence[Sequence[float]],        # per model, the per-item task scores
                       rewards:Sequence[Sequence[float|None]],  # per model, the per-item reward (needed where task scores tie)
                       rng:random.Random,                       # breaks the ties left after the reward
-                     )->tuple[list, list]:
-    "Per item, the best model (task score, then reward, then a seeded random pick) and which of the three rules decided."
-    labels, rules = [], []
+                     )->tuple[list, list, list]:
+    "Per item: the best model (task score, then reward, then a seeded random pick), which of the three rules decided, and the models still tied."
+    labels, rules, still = [], [], []
     for i in range(len(scores[0])):
         best = max(s[i] for s in scores)
         tied, rule = [k for k, s in enumerate(scores) if s[i] == best], 'score'
@@ -38,8 +38,8 @@ def best_model_labels(scores:Sequence[Sequence[float]],        # per model, the 
             top = max(rewards[k][i] for k in tied)
             tied, rule = [k for k in tied if rewards[k][i] == top], 'reward'
         if len(tied) > 1: rule = 'random'
-        labels.append(tied[0] if len(tied) == 1 else rng.choice(tied)); rules.append(rule)
-    return labels, rules
+        labels.append(tied[0] if len(tied) == 1 else rng.choice(tied)); rules.append(rule); still.append(tied)
+    return labels, rules, still
 
 # %% ../../nbs/methods/33_api_trained_router.ipynb #2e1c2f06
 @dataclass
@@ -68,12 +68,13 @@ class TrainedRouterParams:
             if not getattr(self, f) > 0: raise ValueError(f"{f} must be positive")
         if not 0 <= self.lora_dropout < 1: raise ValueError("lora_dropout must be in [0, 1)")
 
-# %% ../../nbs/methods/33_api_trained_router.ipynb #f767eb74
-def dev_labels(ctx:RunContext, reward_model:str)->tuple[list, list]:
-    "The best model per dev item (task score, then reward, then a seeded random pick) and the rule that decided each."
+# %% ../../nbs/methods/33_api_trained_router.ipynb #fe60d621
+def dev_labels(ctx:RunContext, reward_model:str)->tuple[list, list, list]:
+    "`best_model_labels` of the dev split: the run's models' dev answers, scored, with rewards for the tied ones."
     from moco.scoring.judges import make_judges
     models, dev = ctx.models, ctx.task.dev
-    outs = {m: [c.text for c in ctx.answer(m, dev, purpose='dev')] for m in models}   # the shared dev pass's answers
+    ctx.dev_scores()                                                                   # the shared dev pass (its means go to the record)
+    outs = {m: [c.text for c in ctx.answer(m, dev, purpose='dev')] for m in models}   # its answers, from the cache
     scores = [[s.value for s in ctx.score(dev, outs[m])] for m in models]
     pairs, rewards = tied_pairs(scores), [[None] * len(dev) for _ in models]
     if pairs:
@@ -98,7 +99,7 @@ class TrainedRouter(Method):
         from moco.data.tasks import moco_home
         p, models, dev, n = self.params, ctx.models, ctx.task.dev, len(ctx.models)
         check_descriptions(p.model_descriptions, models, self.name, required=False)   # before any compute
-        labels, rules = dev_labels(ctx, p.reward_model_name)
+        labels, rules, _ = dev_labels(ctx, p.reward_model_name)
         names = route_labels(n)
         prompt = lambda ex: route_prompt(ctx.prompt(ex), n, p.model_descriptions)
         rows = [{'messages': [{'role': 'user', 'content': prompt(ex)}, {'role': 'assistant', 'content': names[k]}]} for ex, k in zip(dev, labels)]
