@@ -81,7 +81,7 @@ def dev_labels(ctx:RunContext, reward_model:str)->tuple[list, list, list]:
         own = ctx.judges is None or ctx.judges.reward_model != reward_model
         judges = make_judges({'reward_model': reward_model}) if own else ctx.judges
         vals = judges.reward([ctx.prompt(dev[i]) for _, i in pairs], [outs[models[k]][i] for k, i in pairs])
-        if own: judges.release()
+        judges.release()   # free the reward model before training (a judge-scored task loads it again when scoring)
         for (k, i), v in zip(pairs, vals): rewards[k][i] = v
     return best_model_labels(scores, rewards, random.Random(f'{ctx.seed}:{ctx.task.name}:router labels'))
 
