@@ -8,25 +8,10 @@ from dataclasses import dataclass
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
-__all__ = ['answers_block', 'refine_prompt', 'summary_prompt', 'MultiagentRefineParams', 'MultiagentRefine']
+__all__ = ['MultiagentRefineParams', 'MultiagentRefine']
 
 # %% ../../nbs/methods/21_text_multiagent_refine.ipynb #2aef5573
-def answers_block(answers:list, label:str='Answer')->str:
-    "Numbered, delimited answers for a collaboration prompt."
-    return '\n\n'.join(f"[{label} {i+1}]\n{a.strip()}\n[end of {label.lower()} {i+1}]" for i, a in enumerate(answers))
-
-def refine_prompt(task_prompt:str, own:str, others:list)->str:
-    "Ask a model to revise its answer after reading the other models' answers."
-    return (f"{task_prompt}\n\nYou answered this question before, as did other assistants working with you.\n\n"
-            f"Your previous answer:\n{own.strip()}\n\nThe other assistants' answers:\n\n{answers_block(others)}\n\n"
-            "Check every answer, keep what is right and fix what is wrong, then give your refined answer to the question above, "
-            "following its answer format.")
-
-def summary_prompt(task_prompt:str, answers:list)->str:
-    "Ask a model for one final answer from several candidate answers."
-    return (f"{task_prompt}\n\nSeveral assistants answered this question:\n\n{answers_block(answers)}\n\n"
-            "Weigh these answers (some may be wrong), then give the single best final answer to the question above, "
-            "following its answer format.")
+from .collab import answers_block, refine_prompt, summary_prompt
 
 # %% ../../nbs/methods/21_text_multiagent_refine.ipynb #97ebb161
 @dataclass
