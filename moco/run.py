@@ -124,6 +124,12 @@ def _cache(cfg:RunConfig):
     from moco.data.tasks import moco_home
     return GenerationCache(Path(cfg.cache_dir or moco_home() / 'cache') / 'generations.sqlite')
 
+def _artifacts(cfg:RunConfig, rundir:Path)->Path:
+    "Where methods keep what they train or merge: beside the generation cache (shared by every run that uses it), else in the run."
+    if cfg.cache_dir and cfg.cache_dir.lower() == 'none': return rundir / 'artifacts'
+    from moco.data.tasks import moco_home
+    return Path(cfg.cache_dir or moco_home() / 'cache') / 'artifacts'
+
 def _apply_limits(task, cfg:RunConfig):
     "Keep the first ratio·len (MoCo's `ratio`) and at most `limit` examples of dev and test."
     import copy
@@ -155,7 +161,7 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
                          gpu_ids=cfg.gpu_ids or None)
         pool.check()
         ctx = RunContext(task=task, pool=pool, models=list(cfg.model_names), params=plan.params,
-                         gen=cfg.generation.gen_params(), seed=cfg.seed, workdir=rundir / 'artifacts',
+                         gen=cfg.generation.gen_params(), seed=cfg.seed, workdir=_artifacts(cfg, rundir),
                          judges=_judges(cfg), progress=progress)
         result = plan.method(plan.params).run(ctx)
         if len(result.outputs) != len(task.test):
