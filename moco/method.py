@@ -171,6 +171,9 @@ class Method:
         try: return cls.Params(**values)
         except (TypeError, ValueError) as e: raise ConfigError(f"Bad hyperparameters for {cls.name}: {e}") from None
 
+    def check(self, models:list, task_type:str)->None:
+        "Refuse settings that do not fit these models or this task (one-sentence error), before any compute; `validate_config` calls it."
+
     def run(self, ctx:RunContext)->MethodResult:
         "Produce one output per test example."
         raise NotImplementedError

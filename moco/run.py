@@ -63,6 +63,7 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
                 notes.append(str(e))
     check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs,
                        cfg.engine_settings.executor)
+    method(params).check(list(cfg.model_names), task.task_type)   # the method's own settings against these models
     return RunPlan(cfg, method, params, task, refs, notes, pending)
 
 # %% ../nbs/60_run.ipynb #14ceffaf

@@ -238,7 +238,7 @@ class GraphRouting(Method):
     Params = GraphRoutingParams
     requires = Requirements(min_models=2)
 
-    def check(self, models:list):
+    def check(self, models:list, task_type:str|None=None):
         "Refuse descriptions that do not match the models (called before any compute)."
         d = self.params.model_descriptions
         if d is None or len(d) != len(models):
@@ -247,7 +247,7 @@ class GraphRouting(Method):
 
     def run(self, ctx:RunContext)->MethodResult:
         import torch
-        self.check(ctx.models)
+        self.check(ctx.models, ctx.task_type)
         p, models, test = self.params, ctx.models, ctx.task.test
         dev_scores = ctx.dev_scores()
         t0 = time.time()

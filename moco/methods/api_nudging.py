@@ -194,12 +194,16 @@ class Nudging(Method):
     Params = NudgingParams
     requires = Requirements(min_models=2, capabilities=('logits',))
 
-    def run(self, ctx:RunContext)->MethodResult:
-        p, n = self.params, len(ctx.models)
+    def check(self, models:list, task_type:str)->None:
+        p, n = self.params, len(models)
         for k in ('base_model_id', 'nudging_model_id'):
             if getattr(p, k) >= n: raise ConfigError(f"hyperparameters.{k} is {getattr(p, k)} but model_names has {n} models; use an index below {n}.")
         if p.base_model_id == p.nudging_model_id and not p.search_nudging:
             raise ConfigError("hyperparameters.base_model_id and nudging_model_id name the same model; pick two different models.")
+
+    def run(self, ctx:RunContext)->MethodResult:
+        p, n = self.params, len(ctx.models)
+        self.check(ctx.models, ctx.task_type)
         base = ctx.models[p.base_model_id]
         nudgers = [m for m in ctx.models if m != base] if p.search_nudging else [ctx.models[p.nudging_model_id]]
         gammas = GAMMA_GRID if p.search_gamma else (p.gamma,)

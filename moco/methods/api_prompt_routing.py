@@ -96,9 +96,12 @@ class PromptRouting(Method):
     Params = PromptRoutingParams
     requires = Requirements(min_models=2)
 
+    def check(self, models:list, task_type:str)->None:
+        check_descriptions(self.params.model_descriptions, models, self.name, required=True)
+
     def run(self, ctx:RunContext)->MethodResult:
         descriptions, n = self.params.model_descriptions, len(ctx.models)
-        check_descriptions(descriptions, ctx.models, self.name, required=True)   # before any model is used
+        self.check(ctx.models, ctx.task_type)   # before any model is used
         router = ctx.best_on_dev()
         routed = route_and_answer(ctx, router, lambda ex: route_prompt(ctx.prompt(ex), n, descriptions))
         info = {'router': router, 'labels': route_labels(n), 'route_counts': route_counts(ctx.models, routed.routes)}

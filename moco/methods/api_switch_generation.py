@@ -254,6 +254,8 @@ class SwitchGeneration(Method):
     Params = SwitchGenerationParams
     requires = Requirements(min_models=2, capabilities=('text', 'chat'))
 
+    def check(self, models:list, task_type:str)->None: check_switch_setup(self.params, models)
+
     def run(self, ctx:RunContext)->MethodResult:
         p, models, n = self.params, list(ctx.models), len(ctx.models)
         check_switch_setup(p, models)

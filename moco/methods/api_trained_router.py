@@ -94,11 +94,14 @@ class TrainedRouter(Method):
     Params = TrainedRouterParams
     requires = Requirements(min_models=2)
 
+    def check(self, models:list, task_type:str)->None:
+        check_descriptions(self.params.model_descriptions, models, self.name, required=False)
+
     def run(self, ctx:RunContext)->MethodResult:
         from moco.train import sft, SFTParams
         from moco.data.tasks import moco_home
         p, models, dev, n = self.params, ctx.models, ctx.task.dev, len(ctx.models)
-        check_descriptions(p.model_descriptions, models, self.name, required=False)   # before any compute
+        self.check(models, ctx.task_type)   # before any compute
         labels, rules, _ = dev_labels(ctx, p.reward_model_name)
         names = route_labels(n)
         prompt = lambda ex: route_prompt(ctx.prompt(ex), n, p.model_descriptions)
