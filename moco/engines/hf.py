@@ -608,7 +608,9 @@ class DecodeState:
 from fastcore.basics import patch
 
 @patch
-def start(self:HFEngine, requests:Sequence)->DecodeState:
+def start(self:HFEngine, requests:Sequence,
+          reserve:int=0,   # room for this many more tokens per row, written in place (no copy of the whole cache per step)
+         )->DecodeState:
     "Render and prefill a batch of requests (left-padded) and return its decode state."
     import torch
     ids = [self.render(r)[1] for r in requests]
@@ -619,7 +621,17 @@ def start(self:HFEngine, requests:Sequence)->DecodeState:
     with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1].float()
-    return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, logits, [len(x) for x in ids])
+        cache = _out_cache(out)
+        kv = _cache_kv(cache) if reserve > 0 else None
+        if kv is not None:   # move the keys and values into buffers with room to grow
+            Layer = _reserved_layer()
+            layers = []
+            for k, v in kv:
+                kb = k.new_zeros(k.shape[:2] + (width + reserve,) + k.shape[3:]); vb = torch.zeros_like(kb)
+                kb[:, :, :width] = k; vb[:, :, :width] = v
+                layers.append(Layer(kb, vb, width))
+            cache.layers = layers
+    return DecodeState(cache, mask, pos[:, -1] + 1, logits, [len(x) for x in ids])
 
 @patch
 def step(self:HFEngine, state:DecodeState):
@@ -627,23 +639,72 @@ def step(self:HFEngine, state:DecodeState):
     return state.logits
 
 @patch
-def advance(self:HFEngine, state:DecodeState, tokens)->None:
+def advance(self:HFEngine, state:DecodeState, tokens,
+            rows:Sequence[int]|None=None, # compute only these rows (`tokens` then holds their feeds, in this order); the others are fed nothing
+           )->None:
     "Append one token per row (tensor) or a token-id list per row, updating cache, mask, positions and logits."
     import torch
     if isinstance(tokens, torch.Tensor): tokens = tokens.view(-1, 1).tolist()
-    width, pad = max(len(t) for t in tokens), self.tokenizer.pad_token_id
+    width, pad = max((len(t) for t in tokens), default=0), self.tokenizer.pad_token_id
     if width == 0: return
+    if rows is not None:
+        kv = _layers_kv(state.cache)
+        if kv is None or len(rows) == state.mask.shape[0]:   # a cache that cannot be sliced by row, or every row: the whole batch
+            feed = [[] for _ in range(state.mask.shape[0])]
+            for r, t in zip(rows, tokens): feed[r] = list(t)
+            return self.advance(state, feed)
+        return _advance_rows(self, state, tokens, list(rows), kv, width, pad)
     ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=self.device)
     inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=self.device)
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
-    with torch.inference_mode(), self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
-        out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                         **{self._cache_kw: state.cache})
+    fed = inc.sum(-1)
+    with self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                             **{self._cache_kw: state.cache})
+            state.cache = _out_cache(out)
+            state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
+        state.next_pos = state.next_pos + fed   # outside inference mode: callers may edit positions and mask in place (rollback)
+
+def _layers_kv(cache)->list|None:
+    "The per-layer (K, V) of a `DynamicCache` whose layers are plain or reserved (`start(reserve=...)`), else None."
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+    layers = getattr(cache, 'layers', None)
+    if type(cache) is not DynamicCache or not layers or not all(isinstance(l, DynamicLayer) and l.keys is not None for l in layers): return None
+    return [(l.keys, l.values) for l in layers]
+
+def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:list, width:int, pad:int)->None:
+    "`advance` computing only `rows`: their slice of the cache goes through the model; every row's cache and mask grow by `width` (masked for the others)."
+    import torch
+    from transformers import DynamicCache
+    dev, B = self.device, state.mask.shape[0]
+    idx = torch.tensor(rows, device=dev)
+    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=dev)
+    inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=dev)
+    full_inc = torch.zeros((B, width), dtype=state.mask.dtype, device=dev); full_inc[idx] = inc.to(state.mask.dtype)
+    state.mask = torch.cat([state.mask, full_inc], -1)
+    pos = state.next_pos[idx][:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode(), self.threads():
+        sub = DynamicCache()
+        for j, (k, v) in enumerate(kv): sub.update(k[idx], v[idx], j)
+        out = self.model(input_ids=ids, attention_mask=state.mask[idx], position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: sub})
+        new = _cache_kv(_out_cache(out))
+        for l, (sk, sv) in zip(state.cache.layers, new):
+            n = l.keys.shape[2]
+            if hasattr(l, 'kbuf') and n + width <= l.kbuf.shape[2]:   # reserved room: write the rows' keys in place (the others' new columns are masked)
+                l.kbuf[idx, :, :n + width] = sk; l.vbuf[idx, :, :n + width] = sv
+                l.keys, l.values = l.kbuf[:, :, :n + width], l.vbuf[:, :, :n + width]
+            else:
+                K = torch.cat([l.keys, l.keys.new_zeros(l.keys.shape[:2] + (width,) + l.keys.shape[3:])], 2); K[idx] = sk
+                V = torch.cat([l.values, l.values.new_zeros(l.values.shape[:2] + (width,) + l.values.shape[3:])], 2); V[idx] = sv
+                if hasattr(l, 'kbuf'): l.kbuf, l.vbuf = K, V   # a full reserved layer grows by copying, as a plain one does
+                l.keys, l.values = K, V
         fed = inc.sum(-1)
-        state.cache = _out_cache(out)
-        state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
-        state.next_pos = state.next_pos + fed
+        state.logits[idx] = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits[idx])
+    state.next_pos = state.next_pos.clone(); state.next_pos[idx] += fed
 
 # %% ../../nbs/engines/04_engines.ipynb #17b389b7
 def match_label(text:str, labels:Sequence[str])->int|None:

@@ -28,15 +28,21 @@ def consult_probability(decision_proportion:float)->float:
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #cfa90f88
 class Rows:
     "A batch of rows on one model's KV-cached step API, with per-row token histories and rollback of a row's last tokens."
-    def __init__(self, engine:HFEngine, requests:list):
-        self.engine, self.state = engine, start_last(engine, requests)
+    def __init__(self, engine:HFEngine, requests:list, reserve:int=0):
+        self.engine, self.state = engine, engine.start(requests, reserve=reserve)   # room for `reserve` tokens: written in place
         self.history = [list(engine.render(r)[1][-4:]) for r in requests]
     def argmax(self)->list: return self.engine.step(self.state).argmax(-1).tolist()
     def feed(self, ids:dict)->None:
         "Append token ids to some rows ({row: ids}); the others are fed nothing."
-        if not any(ids.values()): return
+        ids = {r: list(x) for r, x in ids.items() if x}
+        if not ids: return
         for r, x in ids.items(): self.history[r].extend(x)
-        advance_last(self.engine, self.state, [list(ids.get(r, [])) for r in range(len(self.history))])
+        wide = [r for r, x in ids.items() if len(x) > 1]
+        if not wide: return self.engine.advance(self.state, [ids.get(r, []) for r in range(len(self.history))])
+        # rows reading a patch or catching up would widen every row's forward: they go through the model on their own
+        narrow = [r for r in ids if r not in wide]
+        for group in (narrow, wide):
+            if group: self.engine.advance(self.state, [ids[r] for r in group], rows=group)
     def rollback(self, row:int, n:int)->None:
         "Forget a row's last `n` tokens: their cache entries are masked out and the next position steps back (feed the row before reading its logits)."
         if n <= 0: return
@@ -117,7 +123,8 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             batch = [reqs[i] for i in idx]
-            rows = _collab_batch(Rows(generator, batch), Rows(mentor, batch), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
+            room = 4 * max_new_tokens + 64   # every token, patch and catch-up a row may feed, with margin (past it the cache grows by copying)
+            rows = _collab_batch(Rows(generator, batch, room), Rows(mentor, batch, room), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
                                  max_new_tokens, p_consult, patch_size, shuffle)
             for i, row in zip(idx, rows):
                 out[i] = {'text': row.text, 'finish': row.finish,
