@@ -37,11 +37,12 @@ class Rows:
         ids = {r: list(x) for r, x in ids.items() if x}
         if not ids: return
         for r, x in ids.items(): self.history[r].extend(x)
-        wide = [r for r, x in ids.items() if len(x) > 1]
-        if not wide: return self.engine.advance(self.state, [ids.get(r, []) for r in range(len(self.history))])
-        # rows reading a patch or catching up would widen every row's forward: they go through the model on their own
-        narrow = [r for r in ids if r not in wide]
-        for group in (narrow, wide):
+        B = len(self.history)
+        if all(len(x) == 1 for x in ids.values()) and len(ids) > 0.75 * B:   # nearly every row: one whole-batch forward
+            return self.engine.advance(self.state, [ids.get(r, []) for r in range(B)])
+        # only the rows fed go through the model, one-token feeds and longer ones (a patch, a catch-up) apart,
+        # so that neither a few rows nor a long feed makes every row's forward wide
+        for group in ([r for r in ids if len(ids[r]) == 1], [r for r in ids if len(ids[r]) > 1]):
             if group: self.engine.advance(self.state, [ids[r] for r in group], rows=group)
     def rollback(self, row:int, n:int)->None:
         "Forget a row's last `n` tokens: their cache entries are masked out and the next position steps back (feed the row before reading its logits)."
@@ -192,8 +193,6 @@ def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int
         for r in active:
             if S[r].carry is not None: fg[r], S[r].carry = S[r].carry, None; continue   # read the mentor's patch before going on
             step(r, fg, fm, waiting)
-            if S[r].pending and r not in fm and not S[r].done:               # the mentor reads committed text as it comes (small feeds)
-                fm[r], S[r].pending = encode_text(men, S[r].pending), ''
         G.feed(fg); M.feed(fm)
         if not waiting: continue
         swap = {r: shuffle and S[r].rng.random() < 0.5 for r in waiting}  # the mentor's patch is option A half of the time
