@@ -15,8 +15,8 @@ from .config import check_fields
 from .serving.pool import ModelPool, task_requests
 
 # %% auto #0
-__all__ = ['METHODS', 'Requirements', 'vocab_hash', 'check_requirements', 'RunContext', 'MethodResult', 'NoParams', 'Method',
-           'register', 'load_methods', 'get_method', 'plurality']
+__all__ = ['METHODS', 'Requirements', 'vocab_hash', 'check_requirements', 'RunContext', 'fill_caps', 'cut_middle', 'MethodResult',
+           'NoParams', 'Method', 'register', 'load_methods', 'get_method', 'plurality']
 
 # %% ../nbs/methods/09_method.ipynb #ef9bfdc1
 @dataclass(frozen=True)
@@ -134,10 +134,51 @@ class RunContext:
         s = self.dev_scores(models)
         return max(s, key=lambda m: (s[m], -self.models.index(m)))
 
+    def fit(self, model:str, make:Callable, answers:Sequence[str], margin:int=32)->tuple[str, dict|None]:
+        "The prompt `make(answers)` for `model`, its longest answers cut from the middle until it leaves room for the answer; and a trace note of the cut (None: nothing cut)."
+        prompt = make(list(answers))
+        limit = self.pool.context_limit(model)
+        if limit is None: return prompt, None        # an API model: its server decides
+        budget = limit - self.gen.max_new_tokens - margin
+        if len(prompt.encode()) <= budget: return prompt, None   # a token is at least a byte: nothing to count, nothing loaded
+        count = lambda t: self.pool.count_tokens(model, [t])[0]
+        n, sizes = count(prompt), self.pool.count_tokens(model, list(answers))
+        if n <= budget: return prompt, None
+        fixed = n - sum(sizes)
+        if fixed >= budget:
+            raise ValueError(f"The prompt around the answers takes {fixed} of {model}'s {limit} context tokens, leaving no room for "
+                             f"them and {self.gen.max_new_tokens} new tokens; lower max_new_tokens or use a longer-context model.")
+        caps = fill_caps(sizes, budget - fixed)
+        cut = [cut_middle(a, k, count) if s > k else a for a, s, k in zip(answers, sizes, caps)]
+        return make(cut), {'context': limit, 'cut_tokens': [max(0, s - k) for s, k in zip(sizes, caps)]}
+
     def bar(self, it, desc:str='', total:int|None=None):
         "A progress bar over `it` (silent when progress is off)."
         from tqdm.auto import tqdm
         return tqdm(it, desc=desc, total=total, disable=not self.progress, leave=False)
+
+# %% ../nbs/methods/09_method.ipynb #77c79a01
+def fill_caps(sizes:Sequence[int], total:int)->list[int]:
+    "One cap for all items (each keeps `min(size, cap)`), the largest that brings their sum within `total`."
+    lo, hi = 0, max(sizes, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(s, mid) for s in sizes) <= total: lo = mid
+        else: hi = mid - 1
+    return [min(s, lo) for s in sizes]
+
+def cut_middle(text:str, keep:int, count:Callable)->str:
+    "`text` within `keep` tokens (by `count`): its start and end kept, the middle replaced by a marker."
+    n = count(text)
+    if n <= keep: return text
+    marker = '\n[... middle cut to fit the context ...]\n'
+    chars = int(len(text) * keep / n) - len(marker)
+    while chars > 0:
+        head = chars // 2
+        out = text[:head] + marker + text[len(text) - (chars - head):]
+        if count(out) <= keep: return out
+        chars = int(chars * 0.8)
+    return ''        # not even the marker fits: the answer is left out
 
 # %% ../nbs/methods/09_method.ipynb #b8700054
 @dataclass

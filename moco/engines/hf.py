@@ -89,6 +89,19 @@ class Engine:
     def close(self)->None:
         "Release the model's memory."
 
+    def context_limit(self)->int|None:
+        "Most tokens (prompt and answer together) the model attends to, or None when the engine cannot tell."
+        model_cfg = getattr(getattr(self, 'model', None), 'config', None)
+        for v in (getattr(self, 'max_model_len', None), getattr(model_cfg, 'max_position_embeddings', None)):
+            if isinstance(v, int) and v > 0: return v
+        return None
+
+    def count_tokens(self, texts:Sequence[str])->list[int]:
+        "Tokens in each text by the engine's tokenizer; without one, an overestimate (one token per UTF-8 byte)."
+        tok = getattr(self, 'tokenizer', None)
+        if tok is None: return [len(t.encode()) for t in texts]
+        return [len(x) for x in tok(list(texts), add_special_tokens=False)['input_ids']]
+
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
 
 # %% ../../nbs/engines/04_engines.ipynb #fee68455

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/serving/07_pool.ipynb #a7296c20
 from __future__ import annotations
-import logging, time
+import json, logging, time
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence, Callable
@@ -217,6 +217,29 @@ def dev_scores(self:ModelPool, task, params:GenParams, seed:int, scorer:Callable
             self._dev[key] = sum(s.value for s in scores) / max(len(scores), 1)
         out[m] = self._dev[key]
     return out
+
+# %% ../../nbs/serving/07_pool.ipynb #4fcb3c80
+@patch
+def context_limit(self:ModelPool, name:str)->int|None:
+    "Most tokens (prompt and answer) model `name` attends to, read without loading it; None when unknown (an API model)."
+    if name in self.engines: return self.engines[name].context_limit()
+    if self.settings.kind == 'openai': return None
+    if isinstance(v := (self.settings.options or {}).get('max_model_len'), int): return v
+    ref = self.refs[name]; p = Path(ref.base, 'config.json')
+    if not p.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            hit = try_to_load_from_cache(ref.base, 'config.json'); p = Path(hit) if isinstance(hit, str) else p
+        except Exception: pass
+    if not p.exists(): return None
+    cfg = json.loads(p.read_text()); cfg = cfg.get('text_config', cfg)
+    v = cfg.get('max_position_embeddings') or cfg.get('n_positions')
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+@patch
+def count_tokens(self:ModelPool, name:str, texts:Sequence[str])->list[int]:
+    "Tokens in each text by model `name`'s tokenizer (loads the model)."
+    return self.engine(name).count_tokens(texts)
 
 # %% ../../nbs/serving/07_pool.ipynb #e827927f
 def label_params(labels:Sequence[str])->GenParams:
