@@ -64,6 +64,9 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
     check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs,
                        cfg.engine_settings.executor)
     method(params).check(list(cfg.model_names), task.task_type)   # the method's own settings against these models
+    if cfg.judges:
+        from moco.scoring.judges import make_judges
+        make_judges(cfg.judges)                                    # judge settings and local paths (nothing loads)
     return RunPlan(cfg, method, params, task, refs, notes, pending)
 
 # %% ../nbs/60_run.ipynb #14ceffaf
@@ -171,7 +174,7 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
         systems = dict(result.systems)
         if (cfg.baselines if baselines is None else baselines) and not systems:
             systems = {m: [c.text for c in ctx.answer(m, task.test, purpose='baseline')] for m in cfg.model_names}
-        system_scores = {m: _mean(ctx.score(task.test, outs)) for m, outs in systems.items()}
+        system_scores = {m: [s.value for s in ctx.score(task.test, outs)] for m, outs in systems.items()}
         record = _write_record(rundir, cfg, plan, task, ctx, result, scores, system_scores, pool, time.time() - t0)
         log.info(f"{cfg.method} on {cfg.task}: test score {record.score:.4f}; record in {rundir}")
         return record
@@ -190,19 +193,21 @@ def _judges(cfg:RunConfig):
 
 # %% ../nbs/60_run.ipynb #b0c4fddd
 def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, system_scores, pool, seconds)->RunRecord:
-    "Write results.json and samples.jsonl."
+    "Write results.json, samples.jsonl and generated.keys (the cache keys this run computed rather than read)."
     prompts = [ctx.prompt(ex) for ex in task.test]
     dev = {m: v for (m, tname, *_), v in pool._dev.items() if tname == task.name}
     pool.flush_stats()
     res = {'task': cfg.task, 'task_type': task.task_type, 'method': cfg.method, 'model_names': list(cfg.model_names),
            'hyperparameters': dict(cfg.hyperparameters), 'avg_test_score': _mean(scores),
            'n_dev': len(task.dev), 'n_test': len(task.test), 'seed': cfg.seed,
-           'dev_scores': dev, 'single_model_test_scores': system_scores, 'method_info': result.info,
+           'dev_scores': dev, 'single_model_test_scores': {m: sum(v) / max(len(v), 1) for m, v in system_scores.items()},
+           'single_model_item_scores': system_scores, 'method_info': result.info,
            'cost': pool.ledger.totals(), 'wall_seconds': round(seconds, 2),
            'config': cfg.to_dict(), **environment_info(),
            'finished': datetime.datetime.now().isoformat(timespec='seconds'),
            'logs': [{'input': p, 'output': o, 'score': s.value} for p, o, s in zip(prompts, result.outputs, scores)]}
     (rundir / 'results.json').write_text(json.dumps(res, indent=2, default=str))
+    (rundir / 'generated.keys').write_text(''.join(k + '\n' for k in pool.ledger.generated))
     with open(rundir / 'samples.jsonl', 'w') as f:
         for ex, p, o, s, tr in zip(task.test, prompts, result.outputs, scores, result.traces):
             f.write(json.dumps({'id': ex.id, 'prompt': p, 'output': o, 'extracted': s.extracted, 'score': s.value,

@@ -145,6 +145,7 @@ _JUDGE_ALIASES = {'reward': 'reward_model', 'rm': 'reward_model', 'general_verif
 def make_judges(spec=None, # a `judges` config block (dict of `Judges` fields), a `Judges`, or None for the defaults
                )->Judges:
     "A `Judges` from a config block (unknown keys are an error)."
+    from pathlib import Path
     from moco.core import ConfigError, did_you_mean
     if isinstance(spec, Judges): return spec
     if spec is None: return Judges()
@@ -155,6 +156,10 @@ def make_judges(spec=None, # a `judges` config block (dict of `Judges` fields), 
         k2 = _JUDGE_ALIASES.get(k, k)
         if k2 not in known: raise ConfigError(f"Unknown judges setting {k!r}{did_you_mean(k, known + list(_JUDGE_ALIASES))}; known: {', '.join(known)}.")
         kw[k2] = v
+    for k in ('reward_model', 'verifier', 'embedder'):   # a local path that is not there fails now, not after the generations
+        v = kw.get(k)
+        if isinstance(v, str) and v.startswith(('/', './', '../', '~')) and not Path(v).expanduser().exists():
+            raise ConfigError(f"The {k} judge {v!r} does not exist; fix the path in `judges.{k}`.")
     return Judges(**kw)
 
 # %% ../../nbs/scoring/03c_judges.ipynb #7184f438

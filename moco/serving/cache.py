@@ -87,7 +87,7 @@ class LedgerEntry:
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
-    def __init__(self): self.entries, self.loads, self.unique, self.engines = [], {}, set(), {}
+    def __init__(self): self.entries, self.loads, self.unique, self.engines, self.generated = [], {}, set(), {}, []   # generated: keys computed (not served from a cache)
 
     def record_engine(self, model:str, stats:dict):
         "Add an engine's own counters (e.g. the HF engine's prefill and decode seconds) to the model's totals."

@@ -184,6 +184,7 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
             ptoks += c.prompt_tokens; ctoks += c.completion_tokens
             computed += c.prompt_tokens if c.prefill_tokens is None else c.prefill_tokens
         if self.cache: self.cache.put_many([(k, system, c) for (k, _), c in zip(chunk, comps)])
+        self.ledger.generated.extend(k for k, _ in chunk)
         bar.update(len(chunk))
     bar.close()
     self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, prefill_tokens_computed=computed, completion_tokens=ctoks,
