@@ -10,7 +10,8 @@ from .core import MocoError
 
 # %% auto #0
 __all__ = ['ZOO_QUICKSTART', 'QUICKSTART_HP', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch',
-           'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'build_parser', 'main']
+           'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'cmd_bench', 'cmd_report',
+           'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #8aafb27f
 def _print_table(rows:list, cols:list)->None:
@@ -113,6 +114,24 @@ def cmd_quickstart(a):
     rec = run(cfg, output_dir=a.output, baselines=True)
     print(rec.table()); print(f"record: {rec.path}")
 
+def cmd_bench(a):
+    "Run (or resume) a benchmark grid, or print a running grid's status."
+    from moco.bench import bench, show_status, load_grid
+    if a.status:
+        print(show_status(a.output or a.grid if Path(a.output or a.grid).is_dir() else load_grid(a.grid)['output_dir'])); return
+    res = bench(a.grid, output_dir=a.output, workers=a.workers, executor=a.executor, gpus_per_cell=a.gpus_per_cell,
+                progress=not a.no_progress)
+    print(res)
+    for k, e in res.errors.items(): print(f"  failed: {k}: {e}")
+    print(f"grid: {res.path}; report: moco report {res.path}")
+
+def cmd_report(a):
+    "Write the report of a grid (or any folder of runs) and print its Markdown."
+    from moco.report import report
+    rep = report(a.dir, out=a.output, figures=not a.no_figures)
+    print(rep.markdown())
+    print(f"written: {Path(a.output or Path(a.dir) / 'report')}/report.md, report.html" + (', figures' if not a.no_figures else ''))
+
 # %% ../nbs/80_cli.ipynb #cd2cb93e
 def build_parser()->argparse.ArgumentParser:
     "The `moco` argument parser."
@@ -136,6 +155,13 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--task'); s.add_argument('--task-type'); s.add_argument('--data-dir'); s.add_argument('--write', action='store_true', help='write samples.rescored.jsonl'); s.set_defaults(fn=cmd_score)
     c = sub.add_parser('cache', help='generation cache'); c.add_argument('action', choices=['stats', 'clear']); c.add_argument('--model'); c.add_argument('--cache-dir'); c.set_defaults(fn=cmd_cache)
     q = sub.add_parser('quickstart', help='the tiny zoo\'s specialists collaborating vs each alone'); q.add_argument('-o', '--output'); q.add_argument('--method'); q.set_defaults(fn=cmd_quickstart)
+    b = sub.add_parser('bench', help='run or resume a benchmark grid (methods x tasks x pools x sweeps)'); b.set_defaults(fn=cmd_bench)
+    b.add_argument('grid', help='grid file (YAML/JSON), or with --status a grid folder'); b.add_argument('-o', '--output', help='grid folder')
+    b.add_argument('--workers', type=int, default=1, help='cells at a time'); b.add_argument('--executor', choices=['local', 'ray'], default='local')
+    b.add_argument('--gpus-per-cell', type=float, default=0, help='ray: GPUs per cell'); b.add_argument('--status', action='store_true', help="print a grid's progress")
+    b.add_argument('--no-progress', action='store_true', help='no progress bar')
+    rp = sub.add_parser('report', help='tables, statistics and figures over a grid or a folder of runs'); rp.set_defaults(fn=cmd_report)
+    rp.add_argument('dir'); rp.add_argument('-o', '--output', help='report folder (default: DIR/report)'); rp.add_argument('--no-figures', action='store_true')
     return p
 
 # %% ../nbs/80_cli.ipynb #2e8a4474
