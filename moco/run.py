@@ -175,7 +175,7 @@ def run(config,                      # a RunConfig, a dict, or a path to JSON/YA
         if (cfg.baselines if baselines is None else baselines) and not systems:
             systems = {m: [c.text for c in ctx.answer(m, task.test, purpose='baseline')] for m in cfg.model_names}
         system_scores = {m: [s.value for s in ctx.score(task.test, outs)] for m, outs in systems.items()}
-        record = _write_record(rundir, cfg, plan, task, ctx, result, scores, system_scores, pool, time.time() - t0)
+        record = _write_record(rundir, cfg, plan, task, ctx, result, scores, system_scores, pool, time.time() - t0, systems)
         log.info(f"{cfg.method} on {cfg.task}: test score {record.score:.4f}; record in {rundir}")
         return record
     finally:
@@ -192,7 +192,7 @@ def _judges(cfg:RunConfig):
     return make_judges(cfg.judges or {})
 
 # %% ../nbs/60_run.ipynb #b0c4fddd
-def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, system_scores, pool, seconds)->RunRecord:
+def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, system_scores, pool, seconds, systems=None)->RunRecord:
     "Write results.json, samples.jsonl and generated.keys (the cache keys this run computed rather than read)."
     prompts = [ctx.prompt(ex) for ex in task.test]
     dev = {m: v for (m, tname, *_), v in pool._dev.items() if tname == task.name}
@@ -209,7 +209,10 @@ def _write_record(rundir, cfg, plan, task, ctx, result:MethodResult, scores, sys
     (rundir / 'results.json').write_text(json.dumps(res, indent=2, default=str))
     (rundir / 'generated.keys').write_text(''.join(k + '\n' for k in pool.ledger.generated))
     with open(rundir / 'samples.jsonl', 'w') as f:
-        for ex, p, o, s, tr in zip(task.test, prompts, result.outputs, scores, result.traces):
+        systems = systems or {}
+        for j, (ex, p, o, s, tr) in enumerate(zip(task.test, prompts, result.outputs, scores, result.traces)):
             f.write(json.dumps({'id': ex.id, 'prompt': p, 'output': o, 'extracted': s.extracted, 'score': s.value,
-                                'detail': s.detail, 'gold': ex.gold, 'trace': tr}, default=str) + '\n')
+                                'detail': s.detail, 'gold': ex.gold, 'trace': tr,
+                                'singles': {m: {'output': systems[m][j], 'score': system_scores[m][j]} for m in system_scores if m in systems}},
+                               default=str) + '\n')
     return RunRecord(rundir, res)
