@@ -11,7 +11,7 @@ from .core import MocoError
 # %% auto #0
 __all__ = ['ZOO_QUICKSTART', 'QUICKSTART_HP', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch',
            'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'cmd_bench', 'cmd_report',
-           'build_parser', 'main']
+           'cmd_serve', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #8aafb27f
 def _print_table(rows:list, cols:list)->None:
@@ -132,6 +132,11 @@ def cmd_report(a):
     print(rep.markdown())
     print(f"written: {Path(a.output or Path(a.dir) / 'report')}/report.md, report.html" + (', figures' if not a.no_figures else ''))
 
+def cmd_serve(a):
+    "Serve a collaboration over an OpenAI-compatible HTTP API."
+    from moco.serve import serve
+    serve(a.config, host=a.host, port=a.port, name=a.name, max_batch=a.max_batch)
+
 # %% ../nbs/80_cli.ipynb #cd2cb93e
 def build_parser()->argparse.ArgumentParser:
     "The `moco` argument parser."
@@ -162,6 +167,9 @@ def build_parser()->argparse.ArgumentParser:
     b.add_argument('--no-progress', action='store_true', help='no progress bar')
     rp = sub.add_parser('report', help='tables, statistics and figures over a grid or a folder of runs'); rp.set_defaults(fn=cmd_report)
     rp.add_argument('dir'); rp.add_argument('-o', '--output', help='report folder (default: DIR/report)'); rp.add_argument('--no-figures', action='store_true')
+    sv = sub.add_parser('serve', help='an OpenAI-compatible endpoint answering with a collaboration method'); sv.set_defaults(fn=cmd_serve)
+    sv.add_argument('config'); sv.add_argument('--host', default='127.0.0.1'); sv.add_argument('--port', type=int, default=8000)
+    sv.add_argument('--name', default='moco', help='the model name clients use'); sv.add_argument('--max-batch', type=int, default=32, help='questions per method run')
     return p
 
 # %% ../nbs/80_cli.ipynb #2e8a4474
