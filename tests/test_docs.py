@@ -20,3 +20,18 @@ def test_docs_processing_passes_for_every_notebook(tmp_path):
     nbs = {p.relative_to(tmp_path / 'nbs').with_suffix('') for p in (tmp_path / 'nbs').rglob('*.ipynb') if '_proc' not in p.parts}
     done = {p.relative_to(tmp_path / '_proc').with_suffix('') for p in (tmp_path / '_proc').rglob('*.ipynb')}
     assert nbs <= done, f"not processed: {sorted(map(str, nbs - done))}"
+
+def test_the_sidebar_lists_every_notebook():
+    "The docs sidebar (nbs/sidebar.yml, by layer) lists every notebook, by name or glob, and nothing that does not exist."
+    import fnmatch, yaml
+    side = yaml.safe_load((ROOT / 'nbs' / 'sidebar.yml').read_text())['website']['sidebar']['contents']
+    pats = []
+    def walk(items):
+        for it in items:
+            if isinstance(it, str): pats.append(it)
+            else: walk(it['contents'] if isinstance(it['contents'], list) else [it['contents']])
+    walk(side)
+    nbs = sorted(str(p.relative_to(ROOT / 'nbs')) for p in (ROOT / 'nbs').rglob('*.ipynb') if not any(s.startswith(('_', '.')) for s in p.relative_to(ROOT / 'nbs').parts))
+    assert [n for n in nbs if not any(fnmatch.fnmatch(n, p) for p in pats)] == []
+    assert [p for p in pats if not any(fnmatch.fnmatch(n, p) for n in nbs)] == []
+    assert 'custom_sidebar = True' in (ROOT / 'settings.ini').read_text()
