@@ -225,7 +225,7 @@ def context_limit(self:ModelPool, name:str)->int|None:
     "Most tokens (prompt and answer) model `name` attends to, read without loading it; None when unknown (an API model)."
     if name in self.engines: return self.engines[name].context_limit()
     if self.settings.kind == 'openai': return None
-    if isinstance(v := (self.settings.options or {}).get('max_model_len'), int): return v
+    if self.settings.kind == 'vllm' and isinstance(v := (self.settings.options or {}).get('max_model_len'), int): return v   # what the vLLM engine will use
     ref = self.refs[name]; p = Path(ref.base, 'config.json')
     if not p.exists():
         try:
