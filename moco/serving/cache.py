@@ -81,9 +81,13 @@ class LedgerEntry:
     "One engine call."
     model: str; requests: int; prompt_tokens: int; completion_tokens: int; seconds: float; cache_hits: int; purpose: str = ''
     prefill_tokens_computed: int|None = None   # prompt tokens actually computed (None: all of prompt_tokens)
+    used_prompt_tokens: int|None = None         # prompt tokens of every completion served, cached or not (None: prompt_tokens)
+    used_completion_tokens: int|None = None     # completion tokens of every completion served, cached or not
 
     def __post_init__(self):
         if self.prefill_tokens_computed is None: self.prefill_tokens_computed = self.prompt_tokens
+        if self.used_prompt_tokens is None: self.used_prompt_tokens = self.prompt_tokens
+        if self.used_completion_tokens is None: self.used_completion_tokens = self.completion_tokens
 
 class Ledger:
     "The list of engine calls of a run, with totals per model."
@@ -100,7 +104,7 @@ class Ledger:
 
     def totals(self)->dict:
         "Totals over the run and per model."
-        keys = ('requests', 'prompt_tokens', 'prefill_tokens_computed', 'completion_tokens', 'seconds', 'cache_hits')
+        keys = ('requests', 'prompt_tokens', 'prefill_tokens_computed', 'completion_tokens', 'seconds', 'cache_hits', 'used_prompt_tokens', 'used_completion_tokens')
         per = {}
         for e in self.entries:
             d = per.setdefault(e.model, dict.fromkeys(keys, 0) | {'calls': 0})
@@ -111,5 +115,10 @@ class Ledger:
         tot['unique_requests'] = len(self.unique)
         loads = {m: n for m, n in self.loads.items() if not m.endswith(':seconds')}
         engines = {m: {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()} for m, d in self.engines.items()}
+        purposes = {}
+        for e in self.entries:     # what each step of a method used, cached or not (its inherent cost), and who served it
+            d = purposes.setdefault(e.purpose or '-', {'calls': 0, 'requests': 0, 'used_prompt_tokens': 0, 'used_completion_tokens': 0, 'models': {}})
+            d['calls'] += 1; d['requests'] += e.requests; d['used_prompt_tokens'] += e.used_prompt_tokens; d['used_completion_tokens'] += e.used_completion_tokens
+            m = d['models'].setdefault(e.model, [0, 0]); m[0] += e.used_prompt_tokens; m[1] += e.used_completion_tokens
         return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in tot.items()}, 'model_loads': loads, 'per_model': per,
-                'engines': engines}
+                'per_purpose': purposes, 'engines': engines}

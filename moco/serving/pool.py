@@ -188,7 +188,8 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
         bar.update(len(chunk))
     bar.close()
     self.ledger.record(model=system, requests=len(reqs), prompt_tokens=ptoks, prefill_tokens_computed=computed, completion_tokens=ctoks,
-                       seconds=time.time() - t0, cache_hits=hits, purpose=purpose)
+                       seconds=time.time() - t0, cache_hits=hits, purpose=purpose,
+                       used_prompt_tokens=sum(done[k].prompt_tokens for k in keys), used_completion_tokens=sum(done[k].completion_tokens for k in keys))
     return [done[k] for k in keys]
 
 # %% ../../nbs/serving/07_pool.ipynb #e40e8903
