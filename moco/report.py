@@ -187,7 +187,7 @@ def report(root:str|Path,                # a bench grid folder, or any folder of
         un, so = sum(e['unsolved_by_all'] for e in em), sum(e['solved_by_some'] for e in em)
         rows.append([lab, mine[0][0].level, _pct(sum(r.score > st.best_single for r, st in mine), len(mine)),
                      _f(sum(r.score - st.best_single for r, st in mine) / len(mine)),
-                     _pct(sum(e['method_solves'] for e in em), un) if em else 'n/a',
+                     (_pct(sum(e['method_solves'] for e in em), un) if un else 'no item unsolved by every model') if em else 'n/a',
                      _pct(sum(e['method_loses'] for e in em), so) if em else 'n/a'])
     rep.tables['methods'] = Table(['method', 'level', 'beats best single', 'mean gain', 'emergence (solves what no single model does)',
                                    'loses (what some single model solves)'], rows, 'Per method, over its settings.')
