@@ -140,8 +140,15 @@ class LLMBlender(Method):
     Params = LLMBlenderParams
     requires = Requirements(min_models=2, capabilities=('text', 'logprobs'))
 
+    def check(self, models:list, task_type:str)->None:
+        "The ranker and the fuser must be found (before any compute)."
+        from moco.engines.hf import resolve_model, check_model_available
+        for name in filter(None, (self.params.ranker_model_name, self.params.fuser_model_name)):
+            if name not in models: check_model_available(resolve_model(name))
+
     def run(self, ctx:RunContext)->MethodResult:
         p, models, test, n = self.params, ctx.models, ctx.task.test, len(ctx.models)
+        self.check(models, ctx.task_type)
         k = min(p.top_k, n)
         ranker, fuser = ctx.pool.add(p.ranker_model_name), ctx.pool.add(p.fuser_model_name or models[0])
         info = {'ranker': ranker, 'fuser': fuser, 'top_k': k, 'dev_scores': ctx.dev_scores()}
