@@ -122,6 +122,7 @@ class AggLM(Method):
         from moco.train import check_params; check_params(gp)
         workdir = Path(ctx.workdir or moco_home() / 'train')
         agg = ctx.pool.add(p.agg_model)
+        ctx.dev_scores()                                             # the shared dev pass (= candidate sample 0), for the record
         cands, cand_file = dev_candidates(ctx, p.sample_size, p.reuse_log)                      # 1
         sets, n_hard, n_easy = training_sets(ctx, cands, random.Random(f'{ctx.seed}:{ctx.task.name}:agglm sets'))   # 2-3
         prompts = {ex.id: ctx.prompt(ex) for ex in list(dev) + list(test)}
