@@ -46,7 +46,7 @@ class AggLMParams:
     lora_r: int = 64                     # LoRA rank
     lora_alpha: int = 16                 # LoRA scale
     lora_dropout: float = 0.1            # LoRA dropout
-    lora_targets: list = ('q_proj', 'k_proj', 'v_proj', 'o_proj')   # adapted modules (MoCo's), or 'all-linear'
+    lora_targets: list|str = ('q_proj', 'k_proj', 'v_proj', 'o_proj')   # adapted modules (MoCo's), or 'all-linear'
     max_steps: int = -1                  # > 0: at most this many optimiser steps (quick runs); -1: `max_epochs` decides
 
     def __post_init__(self):

@@ -188,7 +188,7 @@ class StackelbergParams:
     lora_r: int = 64                           # LoRA rank
     lora_alpha: int = 16                       # LoRA scale
     lora_dropout: float = 0.1                  # LoRA dropout
-    lora_targets: list = ('q_proj', 'k_proj', 'v_proj', 'o_proj')   # adapted modules (MoCo's), or 'all-linear'
+    lora_targets: list|str = ('q_proj', 'k_proj', 'v_proj', 'o_proj')   # adapted modules (MoCo's), or 'all-linear'
     max_steps: int = -1                        # > 0: cap on each training's optimiser steps (quick runs)
     dpo_beta: float = 0.1                      # DPO's beta (trl's default, as MoCo)
     dpo_pairs: str = 'played'                  # played: a model trains on the pairs of its own duels | all: every pair (MoCo)
@@ -203,6 +203,7 @@ class StackelbergParams:
         if self.instruction_selection is not None:
             one_of('instruction_selection', ('exp3', 'exp3_global', 'global', 'exp3_per_model', 'per_model', 'uniform'))
             if 'per_model' in self.instruction_selection: self.leader_scope = 'per_model'
+            if self.instruction_selection == 'uniform': self.leader_type = 'uniform'
         if self.instr_sample_gamma is not None:
             if self.instr_sample_gamma != self.leader_uniform_mix and self.leader_uniform_mix != 0.2:
                 raise ValueError("leader_uniform_mix and instr_sample_gamma name the same EXP3 gamma and disagree; set only one of them")
