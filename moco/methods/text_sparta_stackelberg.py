@@ -173,7 +173,7 @@ class StackelbergParams:
     grpo_max_completion_length: int = 256      # tokens per rollout
     grpo_beta: float = 0.0                     # KL penalty (0: none)
     grpo_epsilon: float = 0.2                  # clip range: trl's default, the same value (moco.train does not expose it)
-    grpo_scale_rewards: str = 'group'          # reward scaling: trl's default, the same value (not exposed)
+    grpo_scale_rewards: str|bool = 'group'     # reward scaling: trl's default, the same value (not exposed)
     grpo_loss_type: str = 'grpo'               # accepted: moco.train runs trl's default loss (see the notes below)
     reward_scale: str = 'zero_one'             # GRPO reward from the 1-10 judge score: zero_one | raw | minus_one_one
     online_judge_gpu_ids: list|None = None     # accepted: the pool places the judges
