@@ -32,22 +32,23 @@ def debate(ctx:RunContext, examples:Sequence, gens:Sequence[str], critics:Sequen
         answers.append(cur); prompts.append(ps); cuts.append(cs)
     return {'answers': answers, 'prompts': prompts, 'cuts': cuts}
 
-# %% ../../nbs/methods/29a_text_multiagent_finetuning.ipynb #9f9e50e5
-def consensus(ctx:RunContext, ex, finals:Sequence[str])->tuple:
-    "(voted answer, a raw final answer carrying it, the per-agent extracted answers); (None, None, keys) when no agent commits to an answer."
+# %% ../../nbs/methods/29a_text_multiagent_finetuning.ipynb #4c84e062
+def consensus(ctx:RunContext, ex, finals:Sequence[str], first:int=0, min_agree:int=1)->tuple:
+    "(voted answer, a raw final answer carrying it, the per-agent extracted answers): the plurality of the extracted answers, ties going to agent `first`'s answer, then agent order; (None, None, answers) when no answer has `min_agree` agents behind it."
     keys = [ctx.extract(t, ex) for t in finals]
-    winners, _ = plurality(keys)
-    if not winners: return None, None, keys
-    vote = winners[0]                                          # ties: the answer first given, in agent order
-    raw, _ = plurality([t for t, k in zip(finals, keys) if k == vote])
+    order = [first] + [i for i in range(len(finals)) if i != first]
+    winners, counts = plurality([keys[i] for i in order])
+    if not winners or counts[winners[0]] < min_agree: return None, None, keys
+    vote = winners[0]
+    raw, _ = plurality([finals[i] for i in order if keys[i] == vote])
     return vote, raw[0], keys
 
 # %% ../../nbs/methods/29a_text_multiagent_finetuning.ipynb #d359887b
 def training_rows(ctx:RunContext, examples:Sequence, deb:dict, w:float, rng:random.Random)->tuple[list, list, dict]:
-    "Per agent, the generation rows (its own round-0 answers that agree with the consensus) and the critic rows (the last-round prompt it saw, answered with the consensus), with counts."
+    "Per agent, the generation rows (its own round-0 answers that agree with the consensus) and the critic rows (the last-round prompt it saw, answered with the consensus), with counts; a consensus needs two agents agreeing."
     A, P = deb['answers'], deb['prompts']
     n, R = len(A[0]), len(A)
-    votes = [consensus(ctx, ex, [A[-1][i][j] for i in range(n)]) for j, ex in enumerate(examples)]
+    votes = [consensus(ctx, ex, [A[-1][i][j] for i in range(n)], min_agree=2) for j, ex in enumerate(examples)]
     first = [[ctx.extract(A[0][i][j], ex) for j, ex in enumerate(examples)] for i in range(n)]
     row = lambda prompt, answer: {'messages': [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': answer}]}
     gen_rows, critic_rows, counts = [], [], {'consensus': sum(v[0] is not None for v in votes), 'items': len(examples), 'agents': []}
@@ -119,7 +120,7 @@ class MultiagentFinetuning(Method):
         rng = random.Random(f'{ctx.seed}:{ctx.task.name}:multiagent finetuning')
         dev = list(ctx.task.dev)
         if p.training_ratio < 1: dev = sorted(rng.sample(dev, max(1, int(len(dev) * p.training_ratio))), key=dev.index)
-        fallback = models.index(ctx.best_on_dev())   # the shared dev pass; its best model answers where no agent commits to an answer
+        fallback = models.index(ctx.best_on_dev())   # the shared dev pass: its best model breaks test-time ties and answers where no agent commits
         gens, critics, log = list(models), list(models), []
         sp, key = self.sft_params(ctx), f"{ctx.task.name}:multiagent_finetuning:{'|'.join(models)}"
         for it in range(1, p.iterations + 1):
@@ -142,10 +143,10 @@ class MultiagentFinetuning(Method):
         A, outputs, traces = deb['answers'], [], []
         for j, ex in enumerate(test):
             finals = [A[-1][i][j] for i in range(n)]
-            vote, raw, keys = consensus(ctx, ex, finals)
+            vote, raw, keys = consensus(ctx, ex, finals, first=fallback)
             outputs.append(raw if raw is not None else finals[fallback])
             traces.append({'rounds': [{models[i]: rd[i][j] for i in range(n)} for rd in A], 'final_answers': dict(zip(models, keys)),
                            'vote': vote, 'cuts': [{models[i]: c[i][j] for i in range(n) if c[i][j]} for c in deb['cuts'][1:]]})
         info = {'iterations': log, 'generation_agents': dict(zip(models, gens)), 'critic_agents': dict(zip(models, critics)),
-                'dev_items_debated': len(dev)}
+                'dev_items_debated': len(dev), 'tie_break_agent': models[fallback]}
         return MethodResult(outputs=outputs, traces=traces, info=info)
