@@ -132,14 +132,16 @@ class RunContext:
     def best_on_dev(self, models:Sequence[str]|None=None)->str:
         "The model with the highest dev score (ties: earliest in model_names)."
         s = self.dev_scores(models)
-        return max(s, key=lambda m: (s[m], -self.models.index(m)))
+        order = list(models or self.models)     # ties: the earliest in `models` (pool additions such as trained adapters included)
+        return max(s, key=lambda m: (s[m], -order.index(m)))
 
-    def fit(self, model:str, make:Callable, answers:Sequence[str], margin:int=32)->tuple[str, dict|None]:
-        "The prompt `make(answers)` for `model`, its longest answers cut from the middle until it leaves room for the answer; and a trace note of the cut (None: nothing cut)."
+    def fit(self, model:str, make:Callable, answers:Sequence[str], margin:int=32, new_tokens:int|None=None)->tuple[str, dict|None]:
+        "The prompt `make(answers)` for `model`, its longest answers cut from the middle until it leaves room for `new_tokens` (default: the run's max_new_tokens); and a trace note of the cut (None: nothing cut)."
         prompt = make(list(answers))
         limit = self.pool.context_limit(model)
         if limit is None: return prompt, None        # an API model: its server decides
-        budget = limit - self.gen.max_new_tokens - margin
+        room = self.gen.max_new_tokens if new_tokens is None else new_tokens
+        budget = limit - room - margin
         if len(prompt.encode()) <= budget: return prompt, None   # a token is at least a byte: nothing to count, nothing loaded
         count = lambda t: self.pool.count_tokens(model, [t])[0]
         n, sizes = count(prompt), self.pool.count_tokens(model, list(answers))
@@ -147,7 +149,7 @@ class RunContext:
         fixed = n - sum(sizes)
         if fixed >= budget:
             raise ValueError(f"The prompt around the answers takes {fixed} of {model}'s {limit} context tokens, leaving no room for "
-                             f"them and {self.gen.max_new_tokens} new tokens; lower max_new_tokens or use a longer-context model.")
+                             f"them and {room} new tokens; lower max_new_tokens or use a longer-context model.")
         caps = fill_caps(sizes, budget - fixed)
         cut = [cut_middle(a, k, count) if s > k else a for a, s, k in zip(answers, sizes, caps)]
         return make(cut), {'context': limit, 'cut_tokens': [max(0, s - k) for s, k in zip(sizes, caps)]}
