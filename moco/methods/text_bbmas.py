@@ -13,7 +13,7 @@ from .api_prompt_routing import route_labels
 
 # %% auto #0
 __all__ = ['ACTIONS', 'ACTION_NAMES', 'ACTION_LABELS', 'board_text', 'select_prompt', 'act_prompt', 'vote_prompt', 'pick_agents',
-           'BBMASParams', 'run_boards', 'TextBBMAS']
+           'BBMASParams', 'fit_entries', 'run_boards', 'TextBBMAS']
 
 # %% ../../nbs/methods/27_text_bbmas.ipynb #98ab9181
 ACTIONS = {   # action name -> what it asks for (the label of action k is '(k)')
@@ -98,13 +98,23 @@ def _batched_by_model(ctx:RunContext, jobs:dict, sample, make_prompt, call)->tup
         for (j, _), r in zip(todo, call(m, reqs)): out[(m, j)] = r
     return out, cuts
 
+def fit_entries(ctx:RunContext, model:str, entries:list, make)->tuple[str, dict|None]:
+    "`make(entries)` within `model`'s context: entries cut from the middle (`ctx.fit`), and the oldest left out when even their headers do not fit; and the note."
+    for k in range(len(entries) + 1):
+        b = entries[k:]
+        if not b: return make([]), ({'dropped_entries': k} if k else None)
+        try: prompt, note = ctx.fit(model, lambda texts: make([e | {'text': t} for e, t in zip(b, texts)]), [e['text'] for e in b])
+        except ValueError as e:
+            if 'leaving no room' in str(e): continue     # the entries' headers alone overflow: leave the oldest out
+            raise
+        return prompt, (note or {}) | ({'dropped_entries': k} if k else {}) or None
+
 def run_boards(ctx:RunContext, p:BBMASParams)->list[dict]:
     "Advance every test item's board until it closes; per item the board, the closing iteration and the call counts."
     test, models, n = ctx.task.test, ctx.models, len(ctx.models)
     tps = [ctx.prompt(ex) for ex in test]
     state = [{'board': [], 'last': [0] * n, 'closed_at': None, 'calls': {'select': 0, 'act': 0, 'vote': 0}, 'cuts': []} for _ in test]
-    fit_board = lambda m, j, make: ctx.fit(m, lambda texts: make([e | {'text': t} for e, t in zip(state[j]['board'], texts)]),
-                                           [e['text'] for e in state[j]['board']])
+    fit_board = lambda m, j, make: fit_entries(ctx, m, state[j]['board'], make)
     for t in ctx.bar(range(1, p.max_iterations + 1), 'iterations'):
         open_items = [j for j, s in enumerate(state) if s['closed_at'] is None]
         if not open_items: break
