@@ -6,7 +6,7 @@
 from __future__ import annotations
 import random
 from dataclasses import dataclass
-from ..core import derive_seed
+from ..core import ConfigError, derive_seed
 from ..method import Method, MethodResult, Requirements, RunContext, register, plurality
 from .collab import answers_block
 from .api_prompt_routing import route_labels
@@ -160,8 +160,8 @@ class TextBBMAS(Method):
 
     def check(self, models:list, task_type:str)->None:
         if self.params.max_num_agents_to_act > len(models):
-            raise ValueError(f"max_num_agents_to_act is {self.params.max_num_agents_to_act} but there are only {len(models)} models (the agents); "
-                             "lower it or add models")
+            raise ConfigError(f"hyperparameters.max_num_agents_to_act is {self.params.max_num_agents_to_act} but there are only {len(models)} models "
+                              "(the agents); lower it or add models.")
 
     def run(self, ctx:RunContext)->MethodResult:
         p, test, models = self.params, ctx.task.test, ctx.models

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
+from ..core import ConfigError
 from ..method import Method, MethodResult, Requirements, RunContext, register
 from .collab import refine_prompt
 
@@ -107,7 +108,8 @@ class TextStructure(Method):
 
     def check(self, models:list, task_type:str)->None:
         p = self.params
-        adjacency(p.structure_type, len(models), p.structure_matrix)   # a custom matrix of the wrong size fails here, before compute
+        try: adjacency(p.structure_type, len(models), p.structure_matrix)   # a custom matrix of the wrong size fails here, before compute
+        except ValueError as e: raise ConfigError(f"Bad hyperparameters for text_structure: {e}.") from None
 
     def run(self, ctx:RunContext)->MethodResult:
         p, test, models = self.params, ctx.task.test, ctx.models
