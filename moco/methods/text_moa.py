@@ -35,7 +35,7 @@ def moa_layer(ctx:RunContext,
 class MoaParams:
     "Parameters of text_moa (MoCo's names and defaults; `ratio` is the shared generation key)."
     round: int = 1                  # proposer layers: 1 = every model answers once, then the aggregator merges those answers
-    aggregator: str|None = None     # the model that aggregates (None: the best on dev, as MoCo chooses)
+    aggregator: str|None = None     # the model that aggregates, a pool member (None: the best on dev, as MoCo chooses)
 
     def __post_init__(self):
         if not isinstance(self.round, int) or self.round < 1: raise ValueError(f"round must be an integer of at least 1, got {self.round!r}")
@@ -56,8 +56,9 @@ class TextMoa(Method):
 
     def run(self, ctx:RunContext)->MethodResult:
         test, models = ctx.task.test, ctx.models
-        self.check(models, ctx.task_type)
         agg = self.params.aggregator or ctx.best_on_dev()
+        if agg not in ctx.pool.names:     # in a config it is one of model_names (`check`); in code, any pool member (e.g. a trained one)
+            raise ConfigError(f"text_moa's aggregator {agg!r} is not in the pool; add it to model_names or leave `aggregator` out.")
         layers = [{m: [c.text for c in ctx.answer(m, test, purpose='layer 1')] for m in ctx.bar(models, 'layer 1')}]
         cuts = [[{} for _ in test]]
         for r in range(2, self.params.round + 1):
