@@ -15,8 +15,8 @@ from .config import check_fields
 from .serving.pool import ModelPool, task_requests
 
 # %% auto #0
-__all__ = ['METHODS', 'Requirements', 'vocab_hash', 'check_requirements', 'RunContext', 'fill_caps', 'cut_middle', 'MethodResult',
-           'NoParams', 'Method', 'register', 'load_methods', 'get_method', 'plurality']
+__all__ = ['METHODS', 'Requirements', 'vocab_hash', 'check_requirements', 'ContextOverflow', 'RunContext', 'fill_caps',
+           'cut_middle', 'MethodResult', 'NoParams', 'Method', 'register', 'load_methods', 'get_method', 'plurality']
 
 # %% ../nbs/methods/09_method.ipynb #ef9bfdc1
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ def check_requirements(req:Requirements, method:str, models:Sequence[str], task_
                 raise RequirementError(f"{method} needs models sharing one tokenizer, but {first!r} and {other!r} have different vocabularies; use models of one family.")
 
 # %% ../nbs/methods/09_method.ipynb #1861faf6
+class ContextOverflow(ValueError):
+    "The fixed part of a prompt (around the answers `RunContext.fit` may cut) does not fit the model's context."
+
 @dataclass
 class RunContext:
     "What a method's `run` receives."
@@ -107,11 +110,11 @@ class RunContext:
         from moco.scoring.evaluate import format_prompt
         return format_prompt(ex, self.task_type)
 
-    def requests(self, examples:Sequence[Example], sample:int=0, prompt_fn:Callable|None=None)->list[Request]:
+    def requests(self, examples:Sequence[Example], sample:int|tuple=0, prompt_fn:Callable|None=None)->list[Request]:
         "Seeded requests for examples (the canonical ones, shared with the cache, when `prompt_fn` is None)."
         return task_requests(self.task, examples, self.seed, sample, prompt_fn)
 
-    def answer(self, model:str, examples:Sequence[Example], sample:int=0, params:GenParams|None=None, purpose:str='')->list[Completion]:
+    def answer(self, model:str, examples:Sequence[Example], sample:int|tuple=0, params:GenParams|None=None, purpose:str='')->list[Completion]:
         "One model answers the task prompt of each example."
         return self.pool.generate(model, self.requests(examples, sample), params or self.gen, purpose)
 
@@ -144,11 +147,11 @@ class RunContext:
         budget = limit - room - margin
         if len(prompt.encode()) <= budget: return prompt, None   # a token is at least a byte: nothing to count, nothing loaded
         count = lambda t: self.pool.count_tokens(model, [t])[0]
-        n, sizes = count(prompt), self.pool.count_tokens(model, list(answers))
+        n, sizes = count(prompt), (self.pool.count_tokens(model, list(answers)) if answers else [])
         if n <= budget: return prompt, None
         fixed = n - sum(sizes)
         if fixed >= budget:
-            raise ValueError(f"The prompt around the answers takes {fixed} of {model}'s {limit} context tokens, leaving no room for "
+            raise ContextOverflow(f"The prompt around the answers takes {fixed} of {model}'s {limit} context tokens, leaving no room for "
                              f"them and {room} new tokens; lower max_new_tokens or use a longer-context model.")
         caps = fill_caps(sizes, budget - fixed)
         cut = [cut_middle(a, k, count) if s > k else a for a, s, k in zip(answers, sizes, caps)]

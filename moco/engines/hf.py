@@ -739,33 +739,49 @@ def label_logprobs(self:Engine, requests:Sequence, labels:Sequence[str])->list[l
     return res
 
 # %% ../../nbs/engines/04_engines.ipynb #fadd86a3
+def _label_rows(self, requests:Sequence, labels:Sequence[str])->list:
+    "Per request: the ids all its label continuations share, and per label (suffix ids after them, offset of the first scored token)."
+    rows = []
+    for r in requests:
+        r = as_request(r); base = self.render(r)[1]; seqs = []
+        for lab in labels:
+            ids = self.render(replace(r, prefix=r.prefix + lab))[1]
+            k = next((j for j, (a, b) in enumerate(zip(base, ids)) if a != b), min(len(base), len(ids)))   # retokenised boundary
+            if k >= len(ids): raise ValueError(f"Label {lab!r} adds no tokens to the prompt; use non-empty labels.")
+            seqs.append((ids, max(k, 1)))
+        shared = min(k for _, k in seqs)
+        rows.append((base[:shared], [(ids[shared:], k - shared) for ids, k in seqs]))
+    return rows
+
 @patch
 def label_logprobs(self:HFEngine, requests:Sequence, labels:Sequence[str])->list[list[float]]:
-    "Per request, the log-probability of each label as the start of the answer (teacher-forced, batched)."
+    "Per request, the log-probability of each label as the start of the answer: the prompt prefilled once, every label scored on its cache."
     import torch
     if not labels: raise ValueError("label_logprobs needs at least one label.")
-    seqs = []   # (request index, label index, ids, first scored position)
-    for r_i, r in enumerate(requests):
-        r = as_request(r)
-        base = self.render(r)[1]
-        for l_i, lab in enumerate(labels):
-            ids = self.render(replace(r, prefix=r.prefix + lab))[1]
-            k = next((j for j, (a, b) in enumerate(zip(base, ids)) if a != b), min(len(base), len(ids)))
-            if k >= len(ids): raise ValueError(f"Label {lab!r} adds no tokens to the prompt; use non-empty labels.")
-            seqs.append((r_i, l_i, ids, max(k, 1)))
-    out = [[0.0] * len(labels) for _ in requests]
-    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j][2]))
+    L, rows = len(labels), _label_rows(self, requests, labels)
+    out = [[0.0] * L for _ in requests]
     pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     with torch.inference_mode(), self.threads():
-        for b in range(0, len(order), self.batch_size):
-            chunk = [seqs[j] for j in order[b:b + self.batch_size]]
-            width = max(len(s[2]) for s in chunk)
-            ids = torch.tensor([s[2] + [pad] * (width - len(s[2])) for s in chunk], device=self.device)
-            mask = torch.tensor([[1] * len(s[2]) + [0] * (width - len(s[2])) for s in chunk], device=self.device)
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-            for row, (r_i, l_i, seq, k) in enumerate(chunk):
-                tgt = torch.tensor(seq[k:], device=self.device)
-                out[r_i][l_i] = float(logp[row, k - 1:len(seq) - 1].gather(-1, tgt[:, None]).sum())
+        for b in range(0, len(order), max(1, self.batch_size)):
+            idx = order[b:b + max(1, self.batch_size)]
+            pre = [rows[i][0] for i in idx]; w = max(map(len, pre))
+            ids = torch.tensor([[pad] * (w - len(p)) + p for p in pre], device=self.device)
+            mask = torch.tensor([[0] * (w - len(p)) + [1] * len(p) for p in pre], device=self.device)
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(o.logits[:, -1].float(), -1)        # predicts every suffix's first token
+            cache = _out_cache(o); cache.batch_repeat_interleave(L)        # one copy of each prompt's keys and values per label
+            sufs = [s for i in idx for s, _ in rows[i][1]]; sw = max(map(len, sufs))
+            sids = torch.tensor([s + [pad] * (sw - len(s)) for s in sufs], device=self.device)
+            smask = torch.tensor([[1] * len(s) + [0] * (sw - len(s)) for s in sufs], device=self.device)
+            spos = pos[:, -1:].repeat_interleave(L, 0) + 1 + torch.arange(sw, device=self.device)[None]
+            lp = torch.log_softmax(self.model(input_ids=sids, attention_mask=torch.cat([mask.repeat_interleave(L, 0), smask], 1),
+                                              position_ids=spos, use_cache=True, **{self._cache_kw: cache}).logits.float(), -1)
+            for a, i in enumerate(idx):
+                for l, (s, off) in enumerate(rows[i][1]):
+                    row = a * L + l      # token s[t] is predicted by suffix position t-1, or by the prompt's last position for t = 0
+                    out[i][l] = sum(float((first[a] if t == 0 else lp[row, t - 1])[s[t]]) for t in range(off, len(s)))
     return out
 
 # %% ../../nbs/engines/04_engines.ipynb #945fd32c

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from ..core import ConfigError, derive_seed
-from ..method import Method, MethodResult, Requirements, RunContext, register, plurality
+from ..method import Method, MethodResult, Requirements, RunContext, register, plurality, ContextOverflow
 from .collab import answers_block
 from .api_prompt_routing import route_labels
 
@@ -104,9 +104,7 @@ def fit_entries(ctx:RunContext, model:str, entries:list, make)->tuple[str, dict|
         b = entries[k:]
         if not b: return make([]), ({'dropped_entries': k} if k else None)
         try: prompt, note = ctx.fit(model, lambda texts: make([e | {'text': t} for e, t in zip(b, texts)]), [e['text'] for e in b])
-        except ValueError as e:
-            if 'leaving no room' in str(e): continue     # the entries' headers alone overflow: leave the oldest out
-            raise
+        except ContextOverflow: continue     # the entries' headers alone overflow: leave the oldest out
         return prompt, (note or {}) | ({'dropped_entries': k} if k else {}) or None
 
 def run_boards(ctx:RunContext, p:BBMASParams)->list[dict]:
