@@ -4,10 +4,12 @@
 
 # %% ../../nbs/methods/19_collab.ipynb #28cb3cfe
 from __future__ import annotations
+from typing import Sequence
+from ..method import RunContext
 
 # %% auto #0
 __all__ = ['RANK_LABELS', 'answers_block', 'refine_prompt', 'summary_prompt', 'feedback_prompt', 'revise_prompt', 'rank_prompt',
-           'knowledge_prompt', 'with_notes_prompt']
+           'knowledge_prompt', 'with_notes_prompt', 'fitted_requests', 'summarise', 'cut_entry']
 
 # %% ../../nbs/methods/19_collab.ipynb #11f2b0b4
 def answers_block(answers:list, label:str='Answer')->str:
@@ -56,3 +58,26 @@ def with_notes_prompt(task_prompt:str, notes:list)->str:
     "Ask a model to answer with other assistants' notes in front of it."
     return (f"{task_prompt}\n\nNotes from other assistants (some may be wrong or unhelpful):\n\n{answers_block(notes, 'Note')}\n\n"
             "Use the notes that help, then answer the question above, following its answer format.")
+
+# %% ../../nbs/methods/19_collab.ipynb #b08231b0
+def fitted_requests(ctx:RunContext,    # the run
+                    model:str,         # the model that will read the prompts
+                    items:Sequence,    # (example, sample key, make, answers): the prompt is make(answers)
+                   )->tuple[list, list]:
+    "Seeded requests for `model`, each prompt `make(answers)` fitted to its context by `ctx.fit`; and each cut note (None: uncut)."
+    reqs, notes = [], []
+    for ex, sample, make, answers in items:
+        prompt, note = ctx.fit(model, make, answers)
+        reqs.extend(ctx.requests([ex], sample=sample, prompt_fn=lambda _ex, p=prompt: p))
+        notes.append(note)
+    return reqs, notes
+
+def summarise(ctx:RunContext, summariser:str, examples:Sequence, answers:Sequence[Sequence[str]])->tuple[list, list]:
+    "The summariser's final answer to each example from its candidate `answers` (one batched call); and the cut notes."
+    items = [(ex, ('summary',), lambda a, tp=ctx.prompt(ex): summary_prompt(tp, a), list(ans)) for ex, ans in zip(examples, answers)]
+    reqs, notes = fitted_requests(ctx, summariser, items)
+    return [c.text for c in ctx.pool.generate(summariser, reqs, ctx.gen, purpose='summary')], notes
+
+def cut_entry(stage:str, model:str, note:dict|None)->list:
+    "The trace entry of a cut (empty when nothing was cut)."
+    return [] if note is None else [{'stage': stage, 'model': model, **note}]

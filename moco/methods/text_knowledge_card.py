@@ -11,8 +11,7 @@ from ..method import Method, MethodResult, Requirements, RunContext, register
 __all__ = ['KnowledgeCardParams', 'KnowledgeCard']
 
 # %% ../../nbs/methods/25_text_knowledge_card.ipynb #71a42e8b
-from .collab import knowledge_prompt, with_notes_prompt
-from .text_multiagent_refine import fitted_requests, cut_entry
+from .collab import knowledge_prompt, with_notes_prompt, fitted_requests, cut_entry
 
 # %% ../../nbs/methods/25_text_knowledge_card.ipynb #1a9761f1
 @dataclass

@@ -12,8 +12,7 @@ from ..method import Method, MethodResult, Requirements, RunContext, register
 __all__ = ['assign_critics', 'by_critic', 'MultiagentFeedbackParams', 'MultiagentFeedback']
 
 # %% ../../nbs/methods/24_text_multiagent_feedback.ipynb #ec668c6a
-from .collab import feedback_prompt, revise_prompt
-from .text_multiagent_refine import fitted_requests, summarise, cut_entry
+from .collab import feedback_prompt, revise_prompt, fitted_requests, summarise, cut_entry
 
 # %% ../../nbs/methods/24_text_multiagent_feedback.ipynb #58e5aad6
 def assign_critics(n:int,           # models in the pool

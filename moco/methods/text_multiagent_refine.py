@@ -9,33 +9,10 @@ from typing import Sequence
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
-__all__ = ['fitted_requests', 'summarise', 'cut_entry', 'MultiagentRefineParams', 'MultiagentRefine']
+__all__ = ['MultiagentRefineParams', 'MultiagentRefine']
 
 # %% ../../nbs/methods/21_text_multiagent_refine.ipynb #6e7c1530
-from .collab import refine_prompt, summary_prompt
-
-# %% ../../nbs/methods/21_text_multiagent_refine.ipynb #b08231b0
-def fitted_requests(ctx:RunContext,    # the run
-                    model:str,         # the model that will read the prompts
-                    items:Sequence,    # (example, sample key, make, answers): the prompt is make(answers)
-                   )->tuple[list, list]:
-    "Seeded requests for `model`, each prompt `make(answers)` fitted to its context by `ctx.fit`; and each cut note (None: uncut)."
-    reqs, notes = [], []
-    for ex, sample, make, answers in items:
-        prompt, note = ctx.fit(model, make, answers)
-        reqs.extend(ctx.requests([ex], sample=sample, prompt_fn=lambda _ex, p=prompt: p))
-        notes.append(note)
-    return reqs, notes
-
-def summarise(ctx:RunContext, summariser:str, examples:Sequence, answers:Sequence[Sequence[str]])->tuple[list, list]:
-    "The summariser's final answer to each example from its candidate `answers` (one batched call); and the cut notes."
-    items = [(ex, ('summary',), lambda a, tp=ctx.prompt(ex): summary_prompt(tp, a), list(ans)) for ex, ans in zip(examples, answers)]
-    reqs, notes = fitted_requests(ctx, summariser, items)
-    return [c.text for c in ctx.pool.generate(summariser, reqs, ctx.gen, purpose='summary')], notes
-
-def cut_entry(stage:str, model:str, note:dict|None)->list:
-    "The trace entry of a cut (empty when nothing was cut)."
-    return [] if note is None else [{'stage': stage, 'model': model, **note}]
+from .collab import refine_prompt, fitted_requests, summarise, cut_entry
 
 # %% ../../nbs/methods/21_text_multiagent_refine.ipynb #17e71b9d
 @dataclass
