@@ -628,9 +628,19 @@ def start(self:HFEngine, requests:Sequence,
     import torch
     ids = [self.render(r)[1] for r in requests]
     pad, width = self.tokenizer.pad_token_id, max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
     mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    if prefill_by_rows([len(x) for x in ids], self.device):   # as `generate` does: row by row after any stored prefix, the prompts kept for reuse
+        with torch.inference_mode(), self.threads():
+            pre = self._prefill_rows(ids, reserve + 1)
+            if pre is not None:
+                cache, computed = pre
+                last = torch.tensor([[x[-1]] for x in ids], device=self.device)
+                out = self.model(input_ids=last, attention_mask=mask, position_ids=pos[:, -1:], use_cache=True, logits_to_keep=1,
+                                 **{self._cache_kw: cache})
+                self._count(ids, computed, True, 0, 0.0, 0.0, 0.0)
+                return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
     with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1].float()
@@ -707,8 +717,8 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
         new = _cache_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
             n = l.keys.shape[2]
-            if hasattr(l, 'kbuf') and n + width <= l.kbuf.shape[2]:   # reserved room: write the rows' keys in place (the others' new columns are masked)
-                l.kbuf[idx, :, :n + width] = sk; l.vbuf[idx, :, :n + width] = sv
+            if hasattr(l, 'kbuf') and n + width <= l.kbuf.shape[2]:   # reserved room: write the rows' new keys in place (the others' new columns are masked)
+                l.kbuf[idx, :, n:n + width] = sk[:, :, n:]; l.vbuf[idx, :, n:n + width] = sv[:, :, n:]
                 l.keys, l.values = l.kbuf[:, :, :n + width], l.vbuf[:, :, :n + width]
             else:
                 K = torch.cat([l.keys, l.keys.new_zeros(l.keys.shape[:2] + (width,) + l.keys.shape[3:])], 2); K[idx] = sk
