@@ -52,3 +52,19 @@ def test_cells_in_parallel_processes(tmp_path):
     assert set(res.states.values()) == {'done'}, res.errors
     seq = bench({**g, 'defaults': {**g['defaults'], 'cache_dir': str(tmp_path / 'cache2')}}, tmp_path / 'seq', progress=False)
     assert seq.scores() == res.scores()
+
+def test_cells_as_ray_tasks(tmp_path):
+    "The Ray executor runs the same cells to the same scores (a private local Ray instance)."
+    ray = pytest.importorskip('ray', reason='Ray is not installed')
+    import logging
+    from moco.bench import bench
+    os.environ.setdefault('RAY_AUTH_MODE', 'disabled')
+    g = {'tasks': ['zoo_arith'], 'pools': {'duo': ['zoo/arith', 'zoo/capitals']}, 'methods': ['text_majority_vote', 'api_cascade'],
+         'defaults': {'limit': 8, 'cache_dir': str(tmp_path / 'cache'), 'hyperparameters': {'max_response_length': 40, 'temperature': 0}}}
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level=logging.WARNING,
+             runtime_env={'env_vars': {k: v for k, v in os.environ.items() if k in ('MOCO_HOME', 'MOCO_DATA_DIR', 'HF_HUB_OFFLINE')}})
+    try: res = bench(g, tmp_path / 'ray', workers=2, executor='ray', progress=False)
+    finally: ray.shutdown()
+    assert set(res.states.values()) == {'done'}, res.errors
+    seq = bench({**g, 'defaults': {**g['defaults'], 'cache_dir': str(tmp_path / 'cache2')}}, tmp_path / 'seq', progress=False)
+    assert seq.scores() == res.scores()
