@@ -19,6 +19,12 @@ defaults:
   hyperparameters: {max_response_length: 40, temperature: 0, batch_size: 64}
 """
 
+@pytest.fixture(scope='module', autouse=True)
+def zoo_models():
+    "Build the zoo members these grids use first (in this process), so that no timed or parallel step waits on a zoo build."
+    from moco.providers import provided
+    for m in ('zoo/arith', 'zoo/capitals', 'zoo/habitats'): provided('model', m)
+
 def moco(*args, **kw):
     return subprocess.run(['moco', *args], capture_output=True, text=True, timeout=900, **kw)
 
