@@ -13,6 +13,7 @@ from .core import (Example, GenParams, Request, Completion, Score, RequirementEr
                        ANSWER_TASK_TYPES)
 from .config import check_fields
 from .serving.pool import ModelPool, task_requests
+from .engines.hf import local_json as _local_json
 
 # %% auto #0
 __all__ = ['METHODS', 'Requirements', 'vocab_hash', 'check_requirements', 'ContextOverflow', 'RunContext', 'fill_caps',
@@ -31,17 +32,6 @@ class Requirements:
     capabilities: tuple = ('text',)      # engine capabilities needed (text, chat, logprobs, logits, weights, train)
 
 # %% ../nbs/methods/09_method.ipynb #295f5190
-def _local_json(path:str|None, name:str)->dict|None:
-    "A JSON file of a local model folder (or cached hub snapshot), or None."
-    if not path: return None
-    p = Path(path, name)
-    if not p.exists():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            hit = try_to_load_from_cache(path, name); p = Path(hit) if isinstance(hit, str) else None
-        except Exception: p = None
-    return json.loads(p.read_text()) if p and p.exists() else None
-
 def vocab_hash(path:str)->str|None:
     "A hash of a model's vocabulary (token -> id) read from its tokenizer.json, or None when there is none."
     tok = _local_json(path, 'tokenizer.json')

@@ -14,11 +14,11 @@ from ..providers import provided
 
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
-           'ModelRef', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine', 'render_prompt',
-           'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available',
-           'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores', 'thread_cap',
-           'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
-           'DecodeState', 'match_label', 'state_digest']
+           'ModelRef', 'local_json', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
+           'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV',
+           'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores',
+           'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids',
+           'HFEngine', 'DecodeState', 'match_label', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -30,6 +30,17 @@ class ModelRef:
     name: str                 # the name as written in the config
     base: str                 # local folder or hub id of the (base) model
     adapter: str|None = None  # local folder or hub id of a LoRA adapter, if any
+
+def local_json(path:str|None, name:str)->dict|None:
+    "A JSON file of a local model folder (or cached hub snapshot), or None; nothing is downloaded."
+    if not path: return None
+    p = Path(path, name)
+    if not p.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            hit = try_to_load_from_cache(path, name); p = Path(hit) if isinstance(hit, str) else None
+        except Exception: p = None
+    return json.loads(p.read_text()) if p and p.exists() else None
 
 def _is_adapter(path:str)->bool: return Path(path, 'adapter_config.json').exists()
 

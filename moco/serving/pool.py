@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
+from ..engines.hf import local_json, Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -227,14 +227,9 @@ def context_limit(self:ModelPool, name:str)->int|None:
     if name in self.engines: return self.engines[name].context_limit()
     if self.settings.kind == 'openai': return None
     if self.settings.kind == 'vllm' and isinstance(v := (self.settings.options or {}).get('max_model_len'), int): return v   # what the vLLM engine will use
-    ref = self.refs[name]; p = Path(ref.base, 'config.json')
-    if not p.exists():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            hit = try_to_load_from_cache(ref.base, 'config.json'); p = Path(hit) if isinstance(hit, str) else p
-        except Exception: pass
-    if not p.exists(): return None
-    cfg = json.loads(p.read_text()); cfg = cfg.get('text_config', cfg)
+    cfg = local_json(self.refs[name].base, 'config.json')
+    if cfg is None: return None
+    cfg = cfg.get('text_config', cfg)
     v = cfg.get('max_position_embeddings') or cfg.get('n_positions')
     return int(v) if isinstance(v, int) and v > 0 else None
 
