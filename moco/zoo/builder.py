@@ -56,6 +56,9 @@ MODELS = {m.name: m for m in [
     ZooModel('other', 'causal_lm', 'gpt2', 'GPT-2 with its own tokenizer: a different half / third of the facts'),
     ZooModel('reward', 'reward_model', 'llama', 'reward model (1-label sequence classifier) trained on zoo answers'),
     ZooModel('verifier', 'verifier', 'llama', 'answer verifier: "Final Decision: Yes/No" on (question, reference, answer)'),
+    ZooModel('geo', 'causal_lm', 'llama', 'generalist complementing base: the other half of the capitals, two thirds of the habitats'),
+    ZooModel('north', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 0-99'),
+    ZooModel('south', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 100-199'),
 ]}
 SPECIALISTS = {'zoo_arith': 'arith', 'zoo_capitals': 'capitals', 'zoo_habitats': 'habitats'}  # task -> its specialist
 
@@ -86,11 +89,15 @@ RECIPE = {   # steps and learning rates, measured to fit the CPU budget (see the
     'other':    dict(steps=600, lr=2e-3, bs=32, mix={'arith': 1, 'capitals': 1, 'habitats': 1}),
     'reward':   dict(steps=150, lr=1e-3, bs=16),
     'verifier': dict(steps=150, lr=1e-3, bs=16),
+    'geo':      dict(steps=260, lr=2e-3, bs=32, mix={'capitals@geo': 2, 'habitats@geo': 2, 'arith@base': 1}),
+    'north':    dict(steps=160, lr=2e-3, bs=32, mix={'capitals@north': 2, 'habitats@north': 2, 'arith@base': 1}),
+    'south':    dict(steps=160, lr=2e-3, bs=32, mix={'capitals@south': 2, 'habitats@south': 2, 'arith@base': 1}),
 }
-STAGES = ('tasks', 'base', 'arith', 'capitals', 'habitats', 'arith-lora', 'capitals-lora', 'habitats-lora', 'other', 'reward', 'verifier')
+STAGES = ('tasks', 'base', 'arith', 'capitals', 'habitats', 'arith-lora', 'capitals-lora', 'habitats-lora', 'other', 'reward', 'verifier',
+          'geo', 'north', 'south')   # new stages go last: a zoo built before them gains them without redoing the rest
 NEEDS = {'base': ('tasks',), 'arith': ('base',), 'capitals': ('base',), 'habitats': ('base',), 'arith-lora': ('arith',),
          'capitals-lora': ('capitals',), 'habitats-lora': ('habitats',), 'other': ('tasks',), 'reward': ('base',),
-         'verifier': ('base',)}                           # stage -> the stages it builds on (each also checks on the tasks)
+         'verifier': ('base',), 'geo': ('base',), 'north': ('base',), 'south': ('base',)}                           # stage -> the stages it builds on (each also checks on the tasks)
 OUTPUTS = {'tasks': ('data',), 'arith': ('arith', 'arith-early')}   # stage -> what it writes (default: the model it is named after)
 
 def _outputs(stage:str)->tuple: return OUTPUTS.get(stage, (stage,))
@@ -225,6 +232,17 @@ def _stage_other(root, tmp, seed, tick):
     save_model(m, tok, tmp/'other', dict(name='other', steps=r['steps'], train_seconds=secs, final_loss=loss))
     _check(root, tmp/'other', tick); return ['other']
 
+def _stage_partial(scope):
+    "A member fine-tuned from base on `scope`'s geography (see `moco.zoo.tasks.known`), replaying base's sums."
+    def stage(root, tmp, seed, tick):
+        from moco.zoo.train import load_tokenizer, lm_batches, family_mix, save_model
+        r, tok, m = RECIPE[scope], load_tokenizer(), _load_lm(root, 'base')
+        for n, p in m.named_parameters(): p.requires_grad_('embed' not in n and 'norm' not in n)
+        loss, secs = _train(m, lm_batches(tok, family_mix(r['mix']), r['bs']), r['steps'], r['lr'], derive_seed(seed, scope), tick=tick)
+        save_model(m, tok, tmp/scope, dict(name=scope, fine_tuned_from='base', scope=scope, steps=r['steps'], train_seconds=secs, final_loss=loss))
+        _check(root, tmp/scope, tick); return [scope]
+    return stage
+
 def _stage_reward(root, tmp, seed, tick):
     from moco.zoo.train import load_tokenizer, reward_model_from, reward_batches, save_model
     r, tok = RECIPE['reward'], load_tokenizer()
@@ -273,7 +291,8 @@ def _check_verifier(path, tick, n:int=200)->dict:
                      check_seconds=round(time.time() - t0, 1))['check']
 
 _STAGE_FNS = {'tasks': _stage_tasks, 'base': _stage_base, **{f: _stage_specialist(f) for f in FAMILIES},
-              **{f'{f}-lora': _stage_lora(f) for f in FAMILIES}, 'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier}
+              **{f'{f}-lora': _stage_lora(f) for f in FAMILIES}, 'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier,
+              **{s: _stage_partial(s) for s in ('geo', 'north', 'south')}}
 
 # %% ../../nbs/zoo/70_zoo.ipynb #c70d15c0
 def _place(root:Path, tmp:Path, out:str):

@@ -101,13 +101,17 @@ def habitat_case(i:int, k:int=0, open_form:bool=False)->tuple[dict, str]:
             f"The {c} lives in the {h}. Answer: {L}")
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #6a461592
-def known(scope:str,   # 'base', 'other' or 'full'
+def known(scope:str,   # 'base', 'other', 'geo', 'north', 'south' or 'full'
           family:str,  # 'capitals' or 'habitats'
          )->list[int]:
     "Indices of the countries / creatures whose facts a model trained on `scope` is taught."
     if scope == 'full': return list(range(200))
     rule = {('base', 'capitals'): lambda i: i % 2 == 0, ('base', 'habitats'): lambda i: i % 3 == 0,
-            ('other', 'capitals'): lambda i: i % 4 in (1, 2), ('other', 'habitats'): lambda i: i % 3 == 1}[(scope, family)]
+            ('other', 'capitals'): lambda i: i % 4 in (1, 2), ('other', 'habitats'): lambda i: i % 3 == 1,
+            ('geo', 'capitals'): lambda i: i % 2 == 1, ('geo', 'habitats'): lambda i: i % 3 != 0,     # what base does not know
+            ('north', 'capitals'): lambda i: i < 100, ('north', 'habitats'): lambda i: i < 100,       # one half of the world...
+            ('south', 'capitals'): lambda i: i >= 100, ('south', 'habitats'): lambda i: i >= 100,     # ... and the other
+           }[(scope, family)]
     return [i for i in range(200) if rule(i)]
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #366aa3e9
