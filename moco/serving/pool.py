@@ -235,8 +235,25 @@ def context_limit(self:ModelPool, name:str)->int|None:
 
 @patch
 def count_tokens(self:ModelPool, name:str, texts:Sequence[str])->list[int]:
-    "Tokens in each text by model `name`'s tokenizer (loads the model)."
-    return self.engine(name).count_tokens(texts)
+    "Tokens in each text by model `name`'s tokenizer: the loaded engine's, else the tokenizer alone (the weights are not loaded for a count)."
+    if name in self.engines or self.settings.kind == 'openai': return self.engine(name).count_tokens(texts)
+    tok = _tokenizer_only(self, name)
+    if tok is None: return self.engine(name).count_tokens(texts)
+    return [len(x) for x in tok(list(texts), add_special_tokens=False)['input_ids']]
+
+def _tokenizer_only(pool:ModelPool, name:str):
+    "Model `name`'s tokenizer from its local files, loaded once per pool; None when it has none here (the engine then loads)."
+    toks = pool.__dict__.setdefault('_tokenizers', {})
+    if name not in toks:
+        ref = pool.refs[name]
+        src = ref.adapter if ref.adapter and local_json(ref.adapter, 'tokenizer_config.json') is not None else ref.base
+        toks[name] = None
+        if local_json(src, 'tokenizer_config.json') is not None:
+            try:
+                from transformers import AutoTokenizer
+                toks[name] = AutoTokenizer.from_pretrained(src)   # custom tokenizer code: the engine loads instead
+            except Exception: toks[name] = None
+    return toks[name]
 
 # %% ../../nbs/serving/07_pool.ipynb #e827927f
 def label_params(labels:Sequence[str])->GenParams:
