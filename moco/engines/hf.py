@@ -389,15 +389,24 @@ _RESERVED = []
 def _reserved_layer():
     "A `DynamicLayer` over preallocated buffers: decoding writes each new key/value in place instead of concatenating the whole cache."
     if not _RESERVED:
+        import torch
         from transformers.cache_utils import DynamicLayer
         class ReservedLayer(DynamicLayer):
             def __init__(self, kbuf, vbuf, n:int):
                 super().__init__()
                 self.kbuf, self.vbuf, self.device, self.is_initialized = kbuf, vbuf, kbuf.device, True
                 self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+            def grow(self, n:int, m:int)->None:
+                "Make room for `m` more tokens after the first `n`: a new buffer with as much room again (amortised: a full cache is not copied on every step)."
+                if n + m <= self.kbuf.shape[-2]: return
+                size = n + m + max(m, n)
+                kb = self.kbuf.new_zeros(self.kbuf.shape[:2] + (size,) + self.kbuf.shape[3:]); vb = torch.zeros_like(kb)
+                kb[:, :, :n] = self.kbuf[:, :, :n]; vb[:, :, :n] = self.vbuf[:, :, :n]
+                self.kbuf, self.vbuf = kb, vb
             def update(self, key_states, value_states, *args, **kwargs):
                 n, m = self.keys.shape[-2], key_states.shape[-2]
-                if n + m > self.kbuf.shape[-2] or key_states.shape[0] != self.kbuf.shape[0]: return super().update(key_states, value_states)
+                if key_states.shape[0] != self.kbuf.shape[0]: return super().update(key_states, value_states)
+                self.grow(n, m)
                 self.kbuf[:, :, n:n + m] = key_states; self.vbuf[:, :, n:n + m] = value_states
                 self.keys, self.values = self.kbuf[:, :, :n + m], self.vbuf[:, :, :n + m]
                 return self.keys, self.values
@@ -728,13 +737,13 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
         new = _cache_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
             n = l.keys.shape[2]
-            if hasattr(l, 'kbuf') and n + width <= l.kbuf.shape[2]:   # reserved room: write the rows' new keys in place (the others' new columns are masked)
+            if hasattr(l, 'kbuf'):   # reserved room (grown with room to spare when full): write the rows' new keys in place (the others' new columns are masked)
+                l.grow(n, width)
                 l.kbuf[idx, :, n:n + width] = sk[:, :, n:]; l.vbuf[idx, :, n:n + width] = sv[:, :, n:]
                 l.keys, l.values = l.kbuf[:, :, :n + width], l.vbuf[:, :, :n + width]
             else:
                 K = torch.cat([l.keys, l.keys.new_zeros(l.keys.shape[:2] + (width,) + l.keys.shape[3:])], 2); K[idx] = sk
                 V = torch.cat([l.values, l.values.new_zeros(l.values.shape[:2] + (width,) + l.values.shape[3:])], 2); V[idx] = sv
-                if hasattr(l, 'kbuf'): l.kbuf, l.vbuf = K, V   # a full reserved layer grows by copying, as a plain one does
                 l.keys, l.values = K, V
         fed = inc.sum(-1)
         state.logits[idx] = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits[idx])
