@@ -116,11 +116,20 @@ class Engine:
     def __repr__(self): return f"{type(self).__name__}({self.name!r})"
 
 # %% ../../nbs/engines/04_engines.ipynb #fee68455
+import weakref
+_BOS = weakref.WeakKeyDictionary()   # tokenizer -> (its BOS id, whether it prepends it): asked once, not on every render
+
 def _wants_bos(tok)->bool:
     "Whether the tokenizer prepends BOS to plain text by default."
     if tok.bos_token_id is None: return False
+    try: hit = _BOS.get(tok)
+    except TypeError: hit = None          # a tokenizer that cannot be weakly referenced: asked every time
+    if hit is not None and hit[0] == tok.bos_token_id: return hit[1]
     ids = tok('a').input_ids
-    return bool(ids) and ids[0] == tok.bos_token_id
+    v = bool(ids) and ids[0] == tok.bos_token_id
+    try: _BOS[tok] = (tok.bos_token_id, v)
+    except TypeError: pass
+    return v
 
 def render_prompt(tok, req:Request)->tuple[str, list]:
     "The text and token ids the model sees for a request."
@@ -636,6 +645,7 @@ class DecodeState:
     next_pos: object         # (batch,) position id of the next token
     logits: object           # (batch, vocab) float32 next-token logits
     prompt_tokens: list      # prompt length of each row
+    prompt_ids: list|None = None   # each row's prompt token ids (as rendered by `start`)
 
 # %% ../../nbs/engines/04_engines.ipynb #4e54cb0d
 from fastcore.basics import patch
@@ -659,7 +669,7 @@ def start(self:HFEngine, requests:Sequence,
                 out = self.model(input_ids=last, attention_mask=mask, position_ids=pos[:, -1:], use_cache=True, logits_to_keep=1,
                                  **{self._cache_kw: cache})
                 self._count(ids, computed, True, 0, 0.0, 0.0, 0.0)
-                return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids])
+                return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids], ids)
     input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
     with torch.inference_mode(), self.threads():
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
@@ -674,7 +684,7 @@ def start(self:HFEngine, requests:Sequence,
                 kb[:, :, :width] = k; vb[:, :, :width] = v
                 layers.append(Layer(kb, vb, width))
             cache.layers = layers
-    return DecodeState(cache, mask, pos[:, -1] + 1, logits, [len(x) for x in ids])
+    return DecodeState(cache, mask, pos[:, -1] + 1, logits, [len(x) for x in ids], ids)
 
 @patch
 def step(self:HFEngine, state:DecodeState):

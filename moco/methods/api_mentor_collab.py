@@ -30,7 +30,7 @@ class Rows:
     "A batch of rows on one model's KV-cached step API, with per-row token histories and rollback of a row's last tokens."
     def __init__(self, engine:HFEngine, requests:list, reserve:int=0):
         self.engine, self.state = engine, engine.start(requests, reserve=reserve)   # room for `reserve` tokens: written in place
-        self.history = [list(engine.render(r)[1][-4:]) for r in requests]
+        self.history = [list(x[-4:]) for x in self.state.prompt_ids]   # the prompts as `start` rendered them
     def argmax(self)->list: return self.engine.step(self.state).argmax(-1).tolist()
     def feed(self, ids:dict)->None:
         "Append token ids to some rows ({row: ids}); the others are fed nothing."
