@@ -775,11 +775,17 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
     state.mask = torch.cat([state.mask, full_inc], -1)
     pos = state.next_pos[idx][:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), self.threads():
-        sub = DynamicCache()
-        for j, (k, v) in enumerate(kv): sub.update(k.index_select(0, idx), v.index_select(0, idx), j)   # index_select: ~3x faster than k[idx]
+        sub, reserved = DynamicCache(), all(hasattr(l, 'kbuf') for l in state.cache.layers)
+        if reserved:   # gather the rows' keys with the room their new ones take (one copy; the model writes them in place, no concatenation)
+            Layer, n0 = _reserved_layer(), kv[0][0].shape[2]
+            for l in state.cache.layers: l.grow(n0, width)
+            sub.layers = [Layer(l.kbuf.narrow(2, 0, n0 + width).index_select(0, idx), l.vbuf.narrow(2, 0, n0 + width).index_select(0, idx), n0)
+                          for l in state.cache.layers]
+        else:
+            for j, (k, v) in enumerate(kv): sub.update(k.index_select(0, idx), v.index_select(0, idx), j)   # index_select: ~3x faster than k[idx]
         out = self.model(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: sub})
-        new = _cache_kv(_out_cache(out))
+        new = _layers_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
             n = l.keys.shape[2]
             if hasattr(l, 'kbuf'):   # reserved room (grown with room to spare when full): write the rows' new keys in place (the others' new columns are masked)
