@@ -30,7 +30,7 @@ class Rows:
     "A batch of rows on one model's KV-cached step API, with per-row token histories and rollback of a row's last tokens."
     def __init__(self, engine:HFEngine, requests:list, reserve:int=0):
         self.engine, self.state = engine, engine.start(requests, reserve=reserve)   # room for `reserve` tokens: written in place
-        self.history = [list(engine.render(r)[1][-4:]) for r in requests]
+        self.history = [list(x[-4:]) for x in self.state.prompt_ids]   # the prompts as `start` rendered them
     def argmax(self)->list: return self.engine.step(self.state).argmax(-1).tolist()
     def feed(self, ids:dict)->None:
         "Append token ids to some rows ({row: ids}); the others are fed nothing."
@@ -101,7 +101,7 @@ def label_judge(engine:HFEngine, labels:Sequence[str]=('A', 'B'))->Callable|None
         import torch
         out = []
         for s in range(0, len(prompts), engine.batch_size):
-            st = engine.start([as_request(p) for p in prompts[s:s + engine.batch_size]])
+            st = engine.start([as_request(p) for p in prompts[s:s + engine.batch_size]], reuse=True)   # after the task prompt the generator read (`remember`)
             out += torch.log_softmax(engine.step(st).float(), -1)[:, ids].tolist()
         return out
     return scores
@@ -125,7 +125,9 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
             idx = order[s:s + batch_size]
             batch = [reqs[i] for i in idx]
             room = 4 * max_new_tokens + 64   # every token, patch and catch-up a row may feed, with margin (past it the cache grows by copying)
-            rows = _collab_batch(Rows(generator, batch, room), Rows(mentor, batch, room), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
+            G = Rows(generator, batch, room)
+            generator.remember(G.state)   # judge prompts begin with the task prompt: a judge reading with the generator reuses its keys/values
+            rows = _collab_batch(G, Rows(mentor, batch, room), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
                                  max_new_tokens, p_consult, patch_size, shuffle)
             for i, row in zip(idx, rows):
                 out[i] = {'text': row.text, 'finish': row.finish,
