@@ -128,7 +128,10 @@ class RunContext:
         order = list(models or self.models)     # ties: the earliest in `models` (pool additions such as trained adapters included)
         return max(s, key=lambda m: (s[m], -order.index(m)))
 
-    def fit(self, model:str, make:Callable, answers:Sequence[str], margin:int=32, new_tokens:int|None=None)->tuple[str, dict|None]:
+    def fit(self, model:str, make:Callable, answers:Sequence[str], margin:int=32, new_tokens:int|None=None,
+            floor:int=32,         # when the prompt around the answers already fills the context: tokens each answer keeps (its start and end)
+            strict:bool=False,    # ... or raise `ContextOverflow` instead (a caller that can leave answers out)
+           )->tuple[str, dict|None]:
         "The prompt `make(answers)` for `model`, its longest answers cut from the middle until it leaves room for `new_tokens` (default: the run's max_new_tokens); and a trace note of the cut (None: nothing cut)."
         prompt = make(list(answers))
         limit = self.pool.context_limit(model)
@@ -140,12 +143,17 @@ class RunContext:
         n, sizes = count(prompt), (self.pool.count_tokens(model, list(answers)) if answers else [])
         if n <= budget: return prompt, None
         fixed = n - sum(sizes)
-        if fixed >= budget:
+        over = fixed >= budget
+        if over and strict:
             raise ContextOverflow(f"The prompt around the answers takes {fixed} of {model}'s {limit} context tokens, leaving no room for "
                              f"them and {room} new tokens; lower max_new_tokens or use a longer-context model.")
-        caps = fill_caps(sizes, budget - fixed)
+        # the question alone overflows (a long task prompt: the model reads it over-long, as it did to answer it):
+        # never crash; each answer keeps its start and end (`floor` tokens), and the note says by how much the prompt overflows
+        caps = [min(s, floor) for s in sizes] if over else fill_caps(sizes, budget - fixed)
         cut = [cut_middle(a, k, count) if s > k else a for a, s, k in zip(answers, sizes, caps)]
-        return make(cut), {'context': limit, 'cut_tokens': [max(0, s - k) for s, k in zip(sizes, caps)]}
+        note = {'context': limit, 'cut_tokens': [max(0, s - k) for s, k in zip(sizes, caps)]}
+        if over: note['over_context'] = fixed + sum(caps) + room + margin - limit
+        return make(cut), note
 
     def bar(self, it, desc:str='', total:int|None=None):
         "A progress bar over `it` (silent when progress is off)."
@@ -209,6 +217,9 @@ class Method:
 
     def check(self, models:list, task_type:str)->None:
         "Refuse settings that do not fit these models or this task (one-sentence error), before any compute; `validate_config` calls it."
+
+    def check_generation(self, gen:GenParams)->None:
+        "Refuse generation settings the method cannot work with (one-sentence error), before any compute; `validate_config` and `run` call it."
 
     def run(self, ctx:RunContext)->MethodResult:
         "Produce one output per test example."

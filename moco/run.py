@@ -63,7 +63,9 @@ def validate_config(config, strict_models:bool=True)->RunPlan:
                 notes.append(str(e))
     check_requirements(method.requires, method.name, cfg.model_names, task.task_type, cfg.engine_settings.kind, refs,
                        cfg.engine_settings.executor)
-    method(params).check(list(cfg.model_names), task.task_type)   # the method's own settings against these models
+    m = method(params)
+    m.check(list(cfg.model_names), task.task_type)   # the method's own settings against these models
+    m.check_generation(cfg.generation.gen_params())  # ... and against the generation settings
     if cfg.judges:
         from moco.scoring.judges import make_judges
         make_judges(cfg.judges)                                    # judge settings and local paths (nothing loads)

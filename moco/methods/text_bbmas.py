@@ -103,7 +103,7 @@ def fit_entries(ctx:RunContext, model:str, entries:list, make)->tuple[str, dict|
     for k in range(len(entries) + 1):
         b = entries[k:]
         if not b: return make([]), ({'dropped_entries': k} if k else None)
-        try: prompt, note = ctx.fit(model, lambda texts: make([e | {'text': t} for e, t in zip(b, texts)]), [e['text'] for e in b])
+        try: prompt, note = ctx.fit(model, lambda texts: make([e | {'text': t} for e, t in zip(b, texts)]), [e['text'] for e in b], strict=True)
         except ContextOverflow: continue     # the entries' headers alone overflow: leave the oldest out
         return prompt, (note or {}) | ({'dropped_entries': k} if k else {}) or None
 

@@ -54,12 +54,16 @@ class TextSlmMux(Method):
     Params = SlmMuxParams
     requires = Requirements(min_models=2, task_types=ANSWER_TASK_TYPES + ('general_verifier',))
 
+    def check_generation(self, gen)->None:
+        k = self.params.samples_per_model
+        if k > 1 and gen.greedy:
+            raise ConfigError(f"text_slm_mux samples each model {k} times, and greedy samples (temperature 0) always agree; "
+                              "set hyperparameters.temperature above 0 (the paper uses 0.3) or samples_per_model to 1.")
+
     def run(self, ctx:RunContext)->MethodResult:
         from moco.scoring.answers import answer_key
         k, test = self.params.samples_per_model, ctx.task.test
-        if k > 1 and ctx.gen.greedy:
-            raise ConfigError(f"text_slm_mux samples each model {k} times, and greedy samples (temperature 0) always agree; "
-                              "set hyperparameters.temperature above 0 (the paper uses 0.3) or samples_per_model to 1.")
+        self.check_generation(ctx.gen)   # also when run is called without validate_config
         rng = random.Random(self.params.seed)
         texts = {}
         for m in ctx.bar(ctx.models, 'sampling'):      # one call per model: every question, k seeded samples each
