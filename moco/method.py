@@ -174,13 +174,13 @@ def cut_middle(text:str, keep:int, count:Callable)->str:
     "`text` within `keep` tokens (by `count`): its start and end kept, the middle replaced by a marker."
     n = count(text)
     if n <= keep: return text
-    marker = '\n[... middle cut to fit the context ...]\n'
-    chars = int(len(text) * keep / n) - len(marker)
-    while chars > 0:
-        head = chars // 2
-        out = text[:head] + marker + text[len(text) - (chars - head):]
-        if count(out) <= keep: return out
-        chars = int(chars * 0.8)
+    for marker in ('\n[... middle cut to fit the context ...]\n', ' [...] '):   # the short marker when the long one leaves no room
+        chars = int(len(text) * keep / n) - len(marker)
+        while chars > 0:
+            head = chars // 2
+            out = text[:head] + marker + text[len(text) - (chars - head):]
+            if count(out) <= keep: return out
+            chars = int(chars * 0.8)
     return ''        # not even the marker fits: the answer is left out
 
 # %% ../nbs/methods/09_method.ipynb #b8700054

@@ -40,6 +40,7 @@ class GenerationCache:
         self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
         self.db.execute('PRAGMA journal_mode=WAL'); self.db.execute('PRAGMA synchronous=NORMAL')
         self.db.execute('CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT, data TEXT, created REAL)')
+        self.db.execute('CREATE TABLE IF NOT EXISTS token_counts (key TEXT PRIMARY KEY, n INTEGER)')   # a cached rerun needs no tokenizer
         self.db.execute('SELECT count(*) FROM completions').fetchone()
 
     def get_many(self, keys:list)->dict:
@@ -59,6 +60,20 @@ class GenerationCache:
             self.db.execute('BEGIN')
             self.db.executemany('INSERT OR REPLACE INTO completions VALUES (?,?,?,?)', rows)
             self.db.execute('COMMIT')
+
+    def get_counts(self, keys:list)->dict:
+        "Stored token counts among `keys` (see `ModelPool.count_tokens`), as {key: count}."
+        found = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i+500]
+                found.update(self.db.execute(f"SELECT key, n FROM token_counts WHERE key IN ({','.join('?'*len(chunk))})", chunk).fetchall())
+        return found
+
+    def put_counts(self, items:dict)->None:
+        "Store {key: token count}."
+        with self._lock:
+            self.db.execute('BEGIN'); self.db.executemany('INSERT OR REPLACE INTO token_counts VALUES (?,?)', list(items.items())); self.db.execute('COMMIT')
 
     def stats(self)->dict:
         "Entries per model, total entries and file size."

@@ -235,11 +235,21 @@ def context_limit(self:ModelPool, name:str)->int|None:
 
 @patch
 def count_tokens(self:ModelPool, name:str, texts:Sequence[str])->list[int]:
-    "Tokens in each text by model `name`'s tokenizer: the loaded engine's, else the tokenizer alone (the weights are not loaded for a count)."
-    if name in self.engines or self.settings.kind == 'openai': return self.engine(name).count_tokens(texts)
-    tok = _tokenizer_only(self, name)
-    if tok is None: return self.engine(name).count_tokens(texts)
-    return [len(x) for x in tok(list(texts), add_special_tokens=False)['input_ids']]
+    "Tokens in each text by model `name`'s tokenizer, kept in the generation cache (a cached rerun counts nothing): the loaded engine's tokenizer, else the tokenizer alone (the weights are not loaded for a count)."
+    import hashlib
+    texts = list(texts)
+    fp = self.fingerprint(name)
+    keys = [hashlib.sha256(f'{fp}\0{t}'.encode()).hexdigest()[:32] for t in texts]
+    found = self.cache.get_counts(keys) if self.cache else {}
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if todo:
+        miss = [texts[i] for i in todo]
+        tok = None if name in self.engines or self.settings.kind == 'openai' else _tokenizer_only(self, name)
+        got = self.engine(name).count_tokens(miss) if tok is None else [len(x) for x in tok(miss, add_special_tokens=False)['input_ids']]
+        new = {keys[i]: n for i, n in zip(todo, got)}
+        if self.cache: self.cache.put_counts(new)
+        found = {**found, **new}
+    return [found[k] for k in keys]
 
 def _tokenizer_only(pool:ModelPool, name:str):
     "Model `name`'s tokenizer from its local files, loaded once per pool; None when it has none here (the engine then loads)."
