@@ -240,14 +240,15 @@ def count_tokens(self:ModelPool, name:str, texts:Sequence[str])->list[int]:
     texts = list(texts)
     fp = self.fingerprint(name)
     keys = [hashlib.sha256(f'{fp}\0{t}'.encode()).hexdigest()[:32] for t in texts]
-    found = self.cache.get_counts(keys) if self.cache else {}
+    store = self.cache if hasattr(self.cache, 'get_counts') else None   # a cache object without a count table: counted each time
+    found = store.get_counts(keys) if store else {}
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
         miss = [texts[i] for i in todo]
         tok = None if name in self.engines or self.settings.kind == 'openai' else _tokenizer_only(self, name)
         got = self.engine(name).count_tokens(miss) if tok is None else [len(x) for x in tok(miss, add_special_tokens=False)['input_ids']]
         new = {keys[i]: n for i, n in zip(todo, got)}
-        if self.cache: self.cache.put_counts(new)
+        if store: store.put_counts(new)
         found = {**found, **new}
     return [found[k] for k in keys]
 
