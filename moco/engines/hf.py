@@ -14,8 +14,8 @@ from ..providers import provided
 
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
-           'ModelRef', 'local_json', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
-           'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV',
+           'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available',
+           'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV',
            'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores',
            'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids',
            'HFEngine', 'DecodeState', 'match_label', 'state_digest']
@@ -43,6 +43,10 @@ def local_json(path:str|None, name:str)->dict|None:
     return json.loads(p.read_text()) if p and p.exists() else None
 
 def _is_adapter(path:str)->bool: return Path(path, 'adapter_config.json').exists()
+
+def tokenizer_source(ref)->str:
+    "Where a model's tokenizer is read from: its adapter folder when that holds one, else the base."
+    return ref.adapter if ref.adapter and local_json(ref.adapter, 'tokenizer_config.json') is not None else ref.base
 
 def resolve_model(name:str)->ModelRef:
     "Turn a config model name into a `ModelRef` (provider names such as `zoo/arith`, `base+adapter`, adapter folders)."
@@ -495,7 +499,7 @@ class HFEngine(Engine):
         check_model_available(self.ref)
         self.device = pick_device(device); self.dtype = pick_dtype(dtype, self.device)
         t0 = time.time()
-        tok_src = self.ref.adapter if self.ref.adapter and Path(self.ref.adapter, 'tokenizer_config.json').exists() else self.ref.base
+        tok_src = tokenizer_source(self.ref)
         try:
             if loaded is not None: self.tokenizer, self.model = loaded[1], _cast_loaded(loaded[0], self.dtype)
             else:

@@ -45,13 +45,16 @@ class GenerationCache:
 
     def get_many(self, keys:list)->dict:
         "The cached completions among `keys`, as {key: Completion}."
-        found = {}
+        return {k: Completion(**{**json.loads(data), 'cached': True}) for k, data in self._select('completions', 'data', keys)}
+
+    def _select(self, table:str, column:str, keys:list)->list:
+        "(key, column) rows of `table` among `keys`, in chunks SQLite accepts."
+        rows = []
         with self._lock:
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i+500]
-                q = f"SELECT key, data FROM completions WHERE key IN ({','.join('?'*len(chunk))})"
-                for k, data in self.db.execute(q, chunk): found[k] = Completion(**{**json.loads(data), 'cached': True})
-        return found
+                rows += self.db.execute(f"SELECT key, {column} FROM {table} WHERE key IN ({','.join('?'*len(chunk))})", chunk).fetchall()
+        return rows
 
     def put_many(self, items:list)->None:
         "Store [(key, model, Completion)] in one transaction (write-through after every batch)."
@@ -63,12 +66,7 @@ class GenerationCache:
 
     def get_counts(self, keys:list)->dict:
         "Stored token counts among `keys` (see `ModelPool.count_tokens`), as {key: count}."
-        found = {}
-        with self._lock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i+500]
-                found.update(self.db.execute(f"SELECT key, n FROM token_counts WHERE key IN ({','.join('?'*len(chunk))})", chunk).fetchall())
-        return found
+        return dict(self._select('token_counts', 'n', keys))
 
     def put_counts(self, items:dict)->None:
         "Store {key: token count}."

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import local_json, Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
+from ..engines.hf import local_json, tokenizer_source, Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -256,8 +256,7 @@ def _tokenizer_only(pool:ModelPool, name:str):
     "Model `name`'s tokenizer from its local files, loaded once per pool; None when it has none here (the engine then loads)."
     toks = pool.__dict__.setdefault('_tokenizers', {})
     if name not in toks:
-        ref = pool.refs[name]
-        src = ref.adapter if ref.adapter and local_json(ref.adapter, 'tokenizer_config.json') is not None else ref.base
+        src = tokenizer_source(pool.refs[name])
         toks[name] = None
         if local_json(src, 'tokenizer_config.json') is not None:
             try:

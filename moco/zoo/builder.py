@@ -194,12 +194,13 @@ def _stage_base(root, tmp, seed, tick):
     save_model(m, tok, tmp/'base', dict(name='base', steps=r['steps'], train_seconds=secs, final_loss=loss))
     _check(root, tmp/'base', tick); return ['base']
 
-def _stage_specialist(family):
+def _stage_specialist(family, **record):
+    "A member fine-tuned from base on `RECIPE[family]` (a specialist; with `scope=`, a generalist of that scope), with its early checkpoint if the recipe names one."
     def stage(root, tmp, seed, tick):
         from moco.zoo.train import load_tokenizer, lm_batches, family_mix, save_model
         r, tok, m = RECIPE[family], load_tokenizer(), _load_lm(root, 'base')
         for n, p in m.named_parameters(): p.requires_grad_('embed' not in n and 'norm' not in n)  # the delta lives in the projections
-        info = dict(name=family, fine_tuned_from='base', family=family)
+        info = dict(name=family, fine_tuned_from='base', **(record or {'family': family}))
         snaps, outs = {}, [family]
         if r.get('early'):
             snaps[r['early']] = lambda model: save_model(copy.deepcopy(model), tok, tmp/f'{family}-early', dict(info, name=f'{family}-early', steps=r['early']))
@@ -231,17 +232,6 @@ def _stage_other(root, tmp, seed, tick):
     loss, secs = _train(m, lm_batches(tok, family_mix(r['mix'], 'other'), r['bs']), r['steps'], r['lr'], derive_seed(seed, 'other'), tick=tick)
     save_model(m, tok, tmp/'other', dict(name='other', steps=r['steps'], train_seconds=secs, final_loss=loss))
     _check(root, tmp/'other', tick); return ['other']
-
-def _stage_partial(scope):
-    "A member fine-tuned from base on `scope`'s geography (see `moco.zoo.tasks.known`), replaying base's sums."
-    def stage(root, tmp, seed, tick):
-        from moco.zoo.train import load_tokenizer, lm_batches, family_mix, save_model
-        r, tok, m = RECIPE[scope], load_tokenizer(), _load_lm(root, 'base')
-        for n, p in m.named_parameters(): p.requires_grad_('embed' not in n and 'norm' not in n)
-        loss, secs = _train(m, lm_batches(tok, family_mix(r['mix']), r['bs']), r['steps'], r['lr'], derive_seed(seed, scope), tick=tick)
-        save_model(m, tok, tmp/scope, dict(name=scope, fine_tuned_from='base', scope=scope, steps=r['steps'], train_seconds=secs, final_loss=loss))
-        _check(root, tmp/scope, tick); return [scope]
-    return stage
 
 def _stage_reward(root, tmp, seed, tick):
     from moco.zoo.train import load_tokenizer, reward_model_from, reward_batches, save_model
@@ -292,7 +282,7 @@ def _check_verifier(path, tick, n:int=200)->dict:
 
 _STAGE_FNS = {'tasks': _stage_tasks, 'base': _stage_base, **{f: _stage_specialist(f) for f in FAMILIES},
               **{f'{f}-lora': _stage_lora(f) for f in FAMILIES}, 'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier,
-              **{s: _stage_partial(s) for s in ('geo', 'north', 'south')}}
+              **{s: _stage_specialist(s, scope=s) for s in ('geo', 'north', 'south')}}
 
 # %% ../../nbs/zoo/70_zoo.ipynb #c70d15c0
 def _place(root:Path, tmp:Path, out:str):
