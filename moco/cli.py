@@ -9,9 +9,9 @@ from pathlib import Path
 from .core import MocoError
 
 # %% auto #0
-__all__ = ['ZOO_QUICKSTART', 'QUICKSTART_HP', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets', 'cmd_data_fetch',
-           'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart', 'cmd_bench', 'cmd_report',
-           'cmd_serve', 'build_parser', 'main']
+__all__ = ['ZOO_QUICKSTART', 'QUICKSTART_HP', 'GC_GEN0', 'cmd_run', 'cmd_validate', 'cmd_methods', 'cmd_datasets',
+           'cmd_data_fetch', 'cmd_zoo_build', 'cmd_cache', 'cmd_score', 'quickstart_config', 'cmd_quickstart',
+           'cmd_bench', 'cmd_report', 'cmd_serve', 'build_parser', 'main']
 
 # %% ../nbs/80_cli.ipynb #8aafb27f
 def _print_table(rows:list, cols:list)->None:
@@ -190,4 +190,12 @@ def main(argv=None)->int:
     except BrokenPipeError:   # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 0
 
-def _entry(): sys.exit(main())
+GC_GEN0 = 10_000   # the console script's first-generation collection threshold (Python's default: 700)
+
+def _entry():
+    "The `moco` console script: `main` in a process whose garbage collector is tuned for a short run holding a large, long-lived object graph."
+    import gc
+    gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
+    code = main()
+    gc.freeze()   # the interpreter's final collections would walk every object torch and transformers created
+    sys.exit(code)

@@ -15,10 +15,10 @@ from ..providers import provided
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
            'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available',
-           'Engine', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint', 'PrefixKV',
-           'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads', 'others_busy_cores',
-           'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache', 'prefill_by_rows', 'stop_token_ids',
-           'HFEngine', 'DecodeState', 'match_label', 'state_digest']
+           'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler',
+           'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
+           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache',
+           'prefill_by_rows', 'stop_token_ids', 'HFEngine', 'DecodeState', 'match_label', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -135,15 +135,26 @@ def _wants_bos(tok)->bool:
     except TypeError: pass
     return v
 
+def _prompt_text(tok, req:Request)->str:
+    "The text the model sees for a request (its chat template applied when it has one)."
+    if req.chat and getattr(tok, 'chat_template', None):
+        return tok.apply_chat_template(req.chat_messages(), tokenize=False, add_generation_prompt=True) + req.prefix
+    return (req.prompt if req.prompt is not None else '\n\n'.join(m['content'] for m in req.chat_messages())) + req.prefix
+
+def render_prompts(tok, reqs:Sequence[Request])->list[tuple[str, list]]:
+    "The text and token ids the model sees for each request: one tokenizer call for all of them (a fast tokenizer encodes a batch in parallel)."
+    texts = [_prompt_text(tok, r) for r in reqs]
+    if not texts: return []
+    bos = tok.bos_token_id if _wants_bos(tok) else None
+    out = []
+    for text, ids in zip(texts, tok(texts, add_special_tokens=False).input_ids):
+        if bos is not None and (not ids or ids[0] != bos): ids = [bos] + ids
+        out.append((text, ids))
+    return out
+
 def render_prompt(tok, req:Request)->tuple[str, list]:
     "The text and token ids the model sees for a request."
-    if req.chat and getattr(tok, 'chat_template', None):
-        text = tok.apply_chat_template(req.chat_messages(), tokenize=False, add_generation_prompt=True) + req.prefix
-    else:
-        text = (req.prompt if req.prompt is not None else '\n\n'.join(m['content'] for m in req.chat_messages())) + req.prefix
-    ids = tok(text, add_special_tokens=False).input_ids
-    if _wants_bos(tok) and (not ids or ids[0] != tok.bos_token_id): ids = [tok.bos_token_id] + ids
-    return text, ids
+    return render_prompts(tok, [req])[0]
 
 # %% ../../nbs/engines/04_engines.ipynb #47c61110
 NUCLEUS_K = 256   # top-p first looks at the top 256 tokens (topk is ~7x cheaper than sorting a 4k vocabulary)
@@ -490,6 +501,7 @@ class HFEngine(Engine):
                  cpu_threads:int|None=None,  # torch threads while this engine computes on CPU (None: the cores other processes leave free)
                  prefix_cache_gb:float=PREFIX_CACHE_GB, # memory for reusable prompt key/value caches (CPU row-by-row prefill; 0 disables)
                  loaded:tuple|None=None,     # an in-memory (model, tokenizer) holding the weights of `model`'s files: served as is, nothing read from disk
+                 lean:bool=True,             # on CPU, run Llama-architecture models through `lean_forward` (bit-identical logits, less per-call overhead)
                 ):
         import torch, transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -512,6 +524,9 @@ class HFEngine(Engine):
         except (OSError, ValueError) as e:
             raise ModelError(f"Could not load model {self.name!r} from {self.ref.base}: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
+        if lean and self.device == 'cpu':
+            from moco.engines.lean import use_lean_forward
+            use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
         self._cache_kw = _cache_arg(self.model)
@@ -547,7 +562,7 @@ class HFEngine(Engine):
         import torch
         from transformers import GenerationConfig
         reqs = [as_request(r) for r in requests]
-        rendered = [self.render(r) for r in reqs]
+        rendered = render_prompts(self.tokenizer, reqs)
         order = sorted(range(len(reqs)), key=lambda i: len(rendered[i][1]))
         out = [None] * len(reqs)
         pad = self.tokenizer.pad_token_id
@@ -661,7 +676,7 @@ def start(self:HFEngine, requests:Sequence,
          )->DecodeState:
     "Render and prefill a batch of requests (left-padded) and return its decode state."
     import torch
-    ids = [self.render(r)[1] for r in requests]
+    ids = [x[1] for x in render_prompts(self.tokenizer, [as_request(r) for r in requests])]
     if reuse and self.prefix is not None and not self._padded_only:
         hits = [self.prefix.lookup(x[:-1]) for x in ids]   # at least the last token is computed
         if any(n for n, _, _ in hits): return _start_after_prefixes(self, ids, hits, reserve)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError
 from .hf import (Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint,
-                          pick_device, pick_dtype, render_prompt, log)
+                          pick_device, pick_dtype, render_prompt, render_prompts, log)
 
 # %% auto #0
 __all__ = ['VLLM_HINT', 'vllm_missing', 'scoped_env', 'sampling_params', 'VLLMEngine']
@@ -142,7 +142,7 @@ class VLLMEngine(Engine):
         reqs = [as_request(r) for r in requests]
         if not reqs: return []
         if self.llm is None: raise EngineError(f"Model {self.name!r} was closed; build a new VLLMEngine to use it again.")
-        ids = [self.render(r)[1] for r in reqs]
+        ids = [x[1] for x in render_prompts(self.tokenizer, reqs)]
         too_long = [len(x) for x in ids if len(x) >= self.max_model_len]
         if too_long:
             raise EngineError(f"A prompt of {max(too_long)} tokens does not fit model {self.name!r}'s context of "
