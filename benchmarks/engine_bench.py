@@ -49,7 +49,8 @@ def bench_throughput(path, n=96, new=64, repeats=3):
     eng = HFEngine(path, device='cpu', dtype='float32', prefix_cache_gb=0)   # repeated prompts: no stored prefixes, like raw generate
     prompts = [f"Question {i}: what is {i} plus {2*i}? Explain briefly." for i in range(n)]
     g = GenParams(max_new_tokens=new, temperature=0)
-    tok, model = eng.tokenizer, eng.model
+    tok = eng.tokenizer
+    model = HFEngine(path, device='cpu', dtype='float32', prefix_cache_gb=0, lean=False).model   # transformers' own forward: raw generate
     ids = [eng.render(p)[1] for p in prompts]
     def raw(bs):
         with eng.threads():   # same thread policy as the engine

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'lean_forward', 'use_lean_forward']
+__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'lean_forward', 'lean_probe', 'use_lean_forward']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -159,8 +159,35 @@ def lean_forward(model):
     forward.lean = True
     return forward
 
+def lean_probe(model, lean)->str|None:
+    "Run the model's own forward and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
+    import inspect, torch
+    V = model.config.vocab_size
+    ids = (torch.arange(2 * 7).view(2, 7) * 7919 + 3) % V
+    mask = torch.ones_like(ids); mask[1, :3] = 0
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    try:
+        with torch.inference_mode():
+            outs = [f(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True) for f in (model.forward, lean)]
+            step = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
+            cache = lambda o: o.cache if getattr(o, 'cache', None) is not None else o.past_key_values
+            nxt = [f(input_ids=ids[:, :1], attention_mask=step, position_ids=pos[:, -1:] + 1, use_cache=True, **{kw: cache(o)})
+                   for f, o in zip((model.forward, lean), outs)]
+            more = torch.cat([step, torch.ones_like(mask[:, :3])], 1)
+            chunk = [f(input_ids=ids[:, 1:4], attention_mask=more, position_ids=pos[:, -1:] + 2 + torch.arange(3)[None], use_cache=True,
+                       **{kw: cache(o)}) for f, o in zip((model.forward, lean), nxt)]
+    except Exception as e: return f"{type(e).__name__}: {e}"
+    for what, (a, b) in (('prefill', outs), ('decoding step', nxt), ('chunk after the cache', chunk)):
+        if not torch.equal(a.logits, b.logits): return f"{what} logits differ by up to {(a.logits - b.logits).abs().max().item():.2e}"
+    return None
+
 def use_lean_forward(model)->str|None:
-    "Install `lean_forward` as `model`'s forward (an instance attribute: `generate` and every caller use it); None, or why not."
+    "Install `lean_forward` as `model`'s forward (an instance attribute: `generate` and every caller use it) after `lean_probe` finds it bit-identical here; None, or why not."
+    if getattr(model.forward, 'lean', False): return None
     why = lean_unsupported(model)
-    if why is None and not getattr(model.forward, 'lean', False): model.forward = lean_forward(model)
+    if why is None:
+        lean = lean_forward(model)
+        why = lean_probe(model, lean)
+        if why is None: model.forward = lean
     return why
