@@ -32,7 +32,8 @@ def lean_unsupported(model)->str|None:
     return None
 
 # %% ../../nbs/engines/04d_lean.ipynb #596be705
-_PASSIVE = {'return_dict': None, 'output_attentions': False, 'output_hidden_states': False, 'cache_position': None}
+_PASSIVE = {'return_dict', 'cache_position', 'output_attentions', 'output_hidden_states'}   # keyword arguments the lean forward may ignore...
+_FLAGS = {'output_attentions', 'output_hidden_states'}   # ... unless one of these asks for something
 
 def _plain_cache(cache)->bool:
     "A `DynamicCache` whose layers size masks as a growing full-attention cache (moco's reserved layers are such)."
@@ -67,12 +68,13 @@ def lean_forward(model):
     import torch.nn.functional as F
     from transformers import DynamicCache
     from transformers.modeling_outputs import CausalLMOutputWithPast
-    import dataclasses
+    import dataclasses, inspect
     cfg, inner, own = model.config, model.model, model.forward
     H, KV = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
     D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // H
     rep = H // KV
     out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
+    cache_kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
     layers = inner.layers[:cfg.num_hidden_layers]
 
     def rms(x, norm):
@@ -107,10 +109,10 @@ def lean_forward(model):
         def fallback():
             kw = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
                       labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep)
-            if cache is not None: kw[out_cache if out_cache in ('cache',) else 'past_key_values'] = cache
+            if cache is not None: kw[cache_kw] = cache
             return own(**kw)
         if (input_ids is None or inputs_embeds is not None or labels is not None or model.training or not intact()
-                or any(k not in _PASSIVE or (v and k != 'return_dict' and k != 'cache_position') for k, v in kwargs.items())):
+                or any(k not in _PASSIVE or (k in _FLAGS and v) for k, v in kwargs.items())):
             return fallback()
         if cache is None and use_cache: cache = DynamicCache(config=cfg)
         if cache is not None and not _plain_cache(cache): return fallback()
