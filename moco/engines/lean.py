@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'lean_forward', 'lean_probe', 'use_lean_forward']
+__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'LeanForward', 'lean_forward', 'lean_probe',
+           'use_lean_forward']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -61,57 +62,66 @@ def sdpa_mask_rule(attention_mask, B:int, q:int, past:int, device):
     return m.expand(B, -1, q, kv)
 
 # %% ../../nbs/engines/04d_lean.ipynb #d8957994
-def lean_forward(model):
-    "A function computing `model`'s forward op for op (bit-identical logits) without transformers' per-call machinery, falling back to the model's own forward for any case it does not cover; None when `lean_unsupported(model)` names a reason."
-    if lean_unsupported(model): return None
+def _rms(x, norm):
     import torch
+    dt = x.dtype; x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * x.to(dt)
+
+def _half(x):
+    import torch
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+def _lin(x, m):
     import torch.nn.functional as F
-    from transformers import DynamicCache
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-    import dataclasses, inspect
-    cfg, inner, own = model.config, model.model, model.forward
-    H, KV = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
-    D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // H
-    rep = H // KV
-    out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
-    cache_kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
-    layers = inner.layers[:cfg.num_hidden_layers]
+    return F.linear(x, m.weight, m.bias)
 
-    def rms(x, norm):
-        dt = x.dtype; x = x.to(torch.float32)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-        return norm.weight * x.to(dt)
+class LeanForward:
+    "`model`'s forward op for op (bit-identical logits) without transformers' per-call machinery; any case it does not cover goes to the model's own forward. An object, not a closure: a deep copy of the model gets one bound to the copy."
+    lean = True
+    def __init__(self, model):
+        import dataclasses, inspect
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+        cfg, inner = model.config, model.model
+        self.model, self.cfg, self.inner = model, cfg, inner
+        self.H = cfg.num_attention_heads
+        self.KV = cfg.num_key_value_heads or cfg.num_attention_heads
+        self.D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // self.H
+        self.out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
+        self.cache_kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
+        self.layers = list(inner.layers[:cfg.num_hidden_layers])
+        slots = [(model._modules, 'model', inner), (model._modules, 'lm_head', model.lm_head), (inner._modules, 'layers', inner.layers),
+                 (inner._modules, 'embed_tokens', inner.embed_tokens), (inner._modules, 'norm', inner.norm)]
+        for j, l in enumerate(self.layers):
+            slots += [(inner.layers._modules, str(j), l), (l._modules, 'self_attn', l.self_attn), (l._modules, 'mlp', l.mlp),
+                      (l._modules, 'input_layernorm', l.input_layernorm), (l._modules, 'post_attention_layernorm', l.post_attention_layernorm)]
+            slots += [(l.self_attn._modules, n, getattr(l.self_attn, n)) for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
+            slots += [(l.mlp._modules, n, getattr(l.mlp, n)) for n in ('gate_proj', 'up_proj', 'down_proj')]
+        self.slots = slots
 
-    def half(x):
-        h = x.shape[-1] // 2
-        return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
-
-    def lin(x, m): return F.linear(x, m.weight, m.bias)
-
-    slots = [(model._modules, 'model', inner), (model._modules, 'lm_head', model.lm_head), (inner._modules, 'layers', inner.layers),
-             (inner._modules, 'embed_tokens', inner.embed_tokens), (inner._modules, 'norm', inner.norm)]
-    for j, l in enumerate(layers):
-        slots += [(inner.layers._modules, str(j), l), (l._modules, 'self_attn', l.self_attn), (l._modules, 'mlp', l.mlp),
-                  (l._modules, 'input_layernorm', l.input_layernorm), (l._modules, 'post_attention_layernorm', l.post_attention_layernorm)]
-        slots += [(l.self_attn._modules, n, getattr(l.self_attn, n)) for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
-        slots += [(l.mlp._modules, n, getattr(l.mlp, n)) for n in ('gate_proj', 'up_proj', 'down_proj')]
-    from torch.nn.modules import module as _m
-    def intact()->bool:
+    def intact(self)->bool:
         "Still the model it was made for: no module replaced since (a LoRA layer injected, say) and no hook to run (Co-LLM hooks the output layer)."
+        from torch.nn.modules import module as _m
         if _m._global_forward_hooks or _m._global_forward_pre_hooks: return False
-        for d, name, mod in slots:
+        for d, name, mod in self.slots:
             if d.get(name) is not mod or mod._forward_hooks or mod._forward_pre_hooks: return False
         return True
 
-    def forward(input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
-                use_cache=None, logits_to_keep=0, past_key_values=None, **kwargs):
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
+                 use_cache=None, logits_to_keep=0, past_key_values=None, **kwargs):
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+        model, cfg, inner = self.model, self.cfg, self.inner
         cache = cache if cache is not None else past_key_values
         def fallback():
             kw = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
                       labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep)
-            if cache is not None: kw[cache_kw] = cache
-            return own(**kw)
-        if (input_ids is None or inputs_embeds is not None or labels is not None or model.training or not intact()
+            if cache is not None: kw[self.cache_kw] = cache
+            return type(model).forward(model, **kw)
+        if (input_ids is None or inputs_embeds is not None or labels is not None or model.training or not self.intact()
                 or any(k not in _PASSIVE or (k in _FLAGS and v) for k, v in kwargs.items())):
             return fallback()
         if cache is None and use_cache: cache = DynamicCache(config=cfg)
@@ -122,6 +132,8 @@ def lean_forward(model):
         if cache is None and attention_mask is not None and attention_mask.shape[-1] != q: return fallback()
         mask = sdpa_mask_rule(attention_mask, B, q, past, input_ids.device)
         if mask is False: return fallback()
+        H, KV, D = self.H, self.KV, self.D
+        rep = H // KV
         x = inner.embed_tokens(input_ids)
         if position_ids is None: position_ids = (torch.arange(q, device=x.device) + past).unsqueeze(0)
         rot = inner.rotary_emb
@@ -130,17 +142,17 @@ def lean_forward(model):
         cos = (emb.cos() * rot.attention_scaling).to(dtype=x.dtype).unsqueeze(1)
         sin = (emb.sin() * rot.attention_scaling).to(dtype=x.dtype).unsqueeze(1)
         force_gqa = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA", "0") == "1"
-        for j, layer in enumerate(layers):
+        for j, layer in enumerate(self.layers):
             at, mlp = layer.self_attn, layer.mlp
-            r, h = x, rms(x, layer.input_layernorm)
+            r, h = x, _rms(x, layer.input_layernorm)
             shape = (B, q, -1, D)
-            qs = lin(h, at.q_proj).view(shape).transpose(1, 2)
-            ks = lin(h, at.k_proj).view(shape).transpose(1, 2)
-            vs = lin(h, at.v_proj).view(shape).transpose(1, 2)
-            qs, ks = (qs * cos) + (half(qs) * sin), (ks * cos) + (half(ks) * sin)
+            qs = _lin(h, at.q_proj).view(shape).transpose(1, 2)
+            ks = _lin(h, at.k_proj).view(shape).transpose(1, 2)
+            vs = _lin(h, at.v_proj).view(shape).transpose(1, 2)
+            qs, ks = (qs * cos) + (_half(qs) * sin), (ks * cos) + (_half(ks) * sin)
             if cache is not None: ks, vs = cache.update(ks, vs, j)
             extra = {}
-            if rep > 1:
+            if rep > 1:   # transformers' grouped-query rule on CPU
                 if force_gqa or (mask is None and ks.shape[-1] == vs.shape[-1] <= 256): extra['enable_gqa'] = True
                 elif q == 1: qs = qs.reshape(B, H // rep, rep, qs.shape[-1])
                 else:
@@ -150,16 +162,17 @@ def lean_forward(model):
             if causal and ks.shape[2] > q: ks, vs = ks[:, :, :q], vs[:, :, :q]
             a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=0.0, scale=at.scaling, is_causal=causal, **extra)
             a = a.reshape(a.shape[0], -1, q, vs.shape[-1]).transpose(1, 2).contiguous()
-            x = r + lin(a.reshape(B, q, -1).contiguous(), at.o_proj)
-            r, h = x, rms(x, layer.post_attention_layernorm)
-            x = r + lin(mlp.act_fn(lin(h, mlp.gate_proj)) * lin(h, mlp.up_proj), mlp.down_proj)
-        x = rms(x, inner.norm)
+            x = r + _lin(a.reshape(B, q, -1).contiguous(), at.o_proj)
+            r, h = x, _rms(x, layer.post_attention_layernorm)
+            x = r + _lin(mlp.act_fn(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
+        x = _rms(x, inner.norm)
         if isinstance(logits_to_keep, int): x = x[:, -logits_to_keep:, :] if logits_to_keep else x
         else: return fallback()
-        return CausalLMOutputWithPast(logits=lin(x, model.lm_head), **{out_cache: cache})
+        return CausalLMOutputWithPast(logits=_lin(x, model.lm_head), **{self.out_cache: cache})
 
-    forward.lean = True
-    return forward
+def lean_forward(model)->LeanForward|None:
+    "A `LeanForward` for `model`, or None when `lean_unsupported(model)` names a reason."
+    return None if lean_unsupported(model) else LeanForward(model)
 
 def lean_probe(model, lean)->str|None:
     "Run the model's own forward and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
