@@ -525,8 +525,9 @@ class HFEngine(Engine):
             raise ModelError(f"Could not load model {self.name!r} from {self.ref.base}: {str(e).splitlines()[0]}") from None
         self.model.to(self.device).eval()
         if lean and self.device == 'cpu':
-            from moco.engines.lean import use_lean_forward
-            use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
+            from moco.engines.lean import use_lean_forward, LEAN_ARCHITECTURES
+            why = use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
+            if why and type(self.model).__name__ in LEAN_ARCHITECTURES: log.info(f"{self.name}: transformers' own forward ({why})")
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
         self._cache_kw = _cache_arg(self.model)
