@@ -36,12 +36,21 @@ class GenerationCache:
             warnings.warn(f"Generation cache {self.path} was unreadable ({e}); it was moved to {aside} and a new cache started.")
             self._open()
 
-    def _open(self):
-        self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self.db.execute('PRAGMA journal_mode=WAL'); self.db.execute('PRAGMA synchronous=NORMAL')
-        self.db.execute('CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT, data TEXT, created REAL)')
-        self.db.execute('CREATE TABLE IF NOT EXISTS token_counts (key TEXT PRIMARY KEY, n INTEGER)')   # a cached rerun needs no tokenizer
-        self.db.execute('SELECT count(*) FROM completions').fetchone()
+    def _open(self, wait:float=60):
+        "Connect, switch to WAL and create the tables. Processes opening a fresh file at the same moment can get SQLite's immediate 'database is locked' (its deadlock avoidance skips the busy timeout while the journal mode changes): retried with a short backoff for up to `wait` seconds."
+        t0, delay = time.monotonic(), 0.02
+        while True:
+            self.db = sqlite3.connect(self.path, timeout=wait, check_same_thread=False, isolation_level=None)
+            try:
+                self.db.execute('PRAGMA journal_mode=WAL'); self.db.execute('PRAGMA synchronous=NORMAL')
+                self.db.execute('CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, model TEXT, data TEXT, created REAL)')
+                self.db.execute('CREATE TABLE IF NOT EXISTS token_counts (key TEXT PRIMARY KEY, n INTEGER)')   # a cached rerun needs no tokenizer
+                self.db.execute('SELECT count(*) FROM completions').fetchone()
+                return
+            except sqlite3.OperationalError as e:
+                self.db.close()
+                if 'locked' not in str(e) or time.monotonic() - t0 > wait: raise
+                time.sleep(delay); delay = min(delay * 2, 0.5)
 
     def get_many(self, keys:list)->dict:
         "The cached completions among `keys`, as {key: Completion}."
