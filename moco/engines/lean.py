@@ -81,15 +81,16 @@ class LeanForward:
     "`model`'s forward op for op (bit-identical logits) without transformers' per-call machinery; any case it does not cover goes to the model's own forward. An object, not a closure: a deep copy of the model gets one bound to the copy."
     lean = True
     def __init__(self, model):
-        import dataclasses, inspect
+        import dataclasses
         from transformers.modeling_outputs import CausalLMOutputWithPast
+        from moco.engines.hf import _cache_arg
         cfg, inner = model.config, model.model
         self.model, self.cfg, self.inner = model, cfg, inner
         self.H = cfg.num_attention_heads
         self.KV = cfg.num_key_value_heads or cfg.num_attention_heads
         self.D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // self.H
         self.out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
-        self.cache_kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
+        self.cache_kw = _cache_arg(model)
         self.layers = list(inner.layers[:cfg.num_hidden_layers])
         slots = [(model._modules, 'model', inner), (model._modules, 'lm_head', model.lm_head), (inner._modules, 'layers', inner.layers),
                  (inner._modules, 'embed_tokens', inner.embed_tokens), (inner._modules, 'norm', inner.norm)]
@@ -176,7 +177,8 @@ def lean_forward(model)->LeanForward|None:
 
 def lean_probe(model, lean)->str|None:
     "Run the model's own forward and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
-    import inspect, torch
+    import torch
+    from moco.engines.hf import _cache_arg
     V = model.config.vocab_size
     ids = (torch.arange(2 * 7).view(2, 7) * 7919 + 3) % V
     mask = torch.ones_like(ids); mask[1, :3] = 0
@@ -185,7 +187,7 @@ def lean_probe(model, lean)->str|None:
         with torch.inference_mode():
             outs = [f(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True) for f in (model.forward, lean)]
             step = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            kw = 'cache' if 'cache' in inspect.signature(type(model).forward).parameters else 'past_key_values'
+            kw = _cache_arg(model)
             cache = lambda o: o.cache if getattr(o, 'cache', None) is not None else o.past_key_values
             nxt = [f(input_ids=ids[:, :1], attention_mask=step, position_ids=pos[:, -1:] + 1, use_cache=True, **{kw: cache(o)})
                    for f, o in zip((model.forward, lean), outs)]
