@@ -398,12 +398,7 @@ def _cache_kv(cache)->list|None:
     if not layers or not all(type(l) is DynamicLayer and l.keys is not None for l in layers): return None
     return [(l.keys, l.values) for l in layers]
 
-def _cache_arg(model)->str:
-    "The keyword a model takes its key/value cache under: `cache` (transformers >= 5.2x, where `past_key_values` is deprecated) or `past_key_values`."
-    import inspect
-    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
-    try: return 'cache' if 'cache' in inspect.signature(type(base).forward).parameters else 'past_key_values'
-    except (TypeError, ValueError): return 'past_key_values'
+from .lean import cache_arg as _cache_arg   # the keyword a model takes its cache under (defined with the lean forward, which needs it too)
 
 def _out_cache(out):
     "The key/value cache of a model output (`cache`, or `past_key_values` in older transformers)."

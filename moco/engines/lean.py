@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'LeanForward', 'lean_forward', 'lean_probe',
+__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe',
            'use_lean_forward']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
@@ -61,6 +61,13 @@ def sdpa_mask_rule(attention_mask, B:int, q:int, past:int, device):
     if pad is not None: m = m & pad[:, None, None, :]
     return m.expand(B, -1, q, kv)
 
+def cache_arg(model)->str:
+    "The keyword a model takes its key/value cache under: `cache` (transformers >= 5.2x, where `past_key_values` is deprecated) or `past_key_values`."
+    import inspect
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    try: return 'cache' if 'cache' in inspect.signature(type(base).forward).parameters else 'past_key_values'
+    except (TypeError, ValueError): return 'past_key_values'
+
 # %% ../../nbs/engines/04d_lean.ipynb #d8957994
 def _rms(x, norm):
     import torch
@@ -83,14 +90,13 @@ class LeanForward:
     def __init__(self, model):
         import dataclasses
         from transformers.modeling_outputs import CausalLMOutputWithPast
-        from moco.engines.hf import _cache_arg
         cfg, inner = model.config, model.model
         self.model, self.cfg, self.inner = model, cfg, inner
         self.H = cfg.num_attention_heads
         self.KV = cfg.num_key_value_heads or cfg.num_attention_heads
         self.D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // self.H
         self.out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
-        self.cache_kw = _cache_arg(model)
+        self.cache_kw = cache_arg(model)
         self.layers = list(inner.layers[:cfg.num_hidden_layers])
         slots = [(model._modules, 'model', inner), (model._modules, 'lm_head', model.lm_head), (inner._modules, 'layers', inner.layers),
                  (inner._modules, 'embed_tokens', inner.embed_tokens), (inner._modules, 'norm', inner.norm)]
@@ -178,7 +184,6 @@ def lean_forward(model)->LeanForward|None:
 def lean_probe(model, lean)->str|None:
     "Run the model's own forward and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
     import torch
-    from moco.engines.hf import _cache_arg
     V = model.config.vocab_size
     ids = (torch.arange(2 * 7).view(2, 7) * 7919 + 3) % V
     mask = torch.ones_like(ids); mask[1, :3] = 0
@@ -187,7 +192,7 @@ def lean_probe(model, lean)->str|None:
         with torch.inference_mode():
             outs = [f(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True) for f in (model.forward, lean)]
             step = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            kw = _cache_arg(model)
+            kw = cache_arg(model)
             cache = lambda o: o.cache if getattr(o, 'cache', None) is not None else o.past_key_values
             nxt = [f(input_ids=ids[:, :1], attention_mask=step, position_ids=pos[:, -1:] + 1, use_cache=True, **{kw: cache(o)})
                    for f, o in zip((model.forward, lean), outs)]
