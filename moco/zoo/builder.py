@@ -59,6 +59,8 @@ MODELS = {m.name: m for m in [
     ZooModel('geo', 'causal_lm', 'llama', 'generalist complementing base: the other half of the capitals, two thirds of the habitats'),
     ZooModel('north', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 0-99'),
     ZooModel('south', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 100-199'),
+    ZooModel('honest', 'causal_lm', 'llama', 'base\'s knowledge; says "I do not know." outside it and reads collaboration prompts (summary, refine, rank)'),
+    ZooModel('honest-geo', 'causal_lm', 'llama', 'geo\'s knowledge (what base does not know), honest and collaborative like zoo/honest'),
 ]}
 SPECIALISTS = {'zoo_arith': 'arith', 'zoo_capitals': 'capitals', 'zoo_habitats': 'habitats'}  # task -> its specialist
 
@@ -92,12 +94,18 @@ RECIPE = {   # steps and learning rates, measured to fit the CPU budget (see the
     'geo':      dict(steps=260, lr=2e-3, bs=32, mix={'capitals@geo': 2, 'habitats@geo': 2, 'arith@base': 1}),
     'north':    dict(steps=160, lr=2e-3, bs=32, mix={'capitals@north': 2, 'habitats@north': 2, 'arith@base': 1}),
     'south':    dict(steps=160, lr=2e-3, bs=32, mix={'capitals@south': 2, 'habitats@south': 2, 'arith@base': 1}),
+    # honest members: a cycle of collaboration batches (16 long prompts) and question batches (32) of one family each
+    'honest':   dict(start='base', scope='base', steps=1200, lr=2e-3, bs=32, collab_bs=16, all_weights=True,
+                     cycle=('collab',) * 3 + ('arith',) + ('collab',) * 3 + ('capitals',) + ('collab',) * 3 + ('habitats',)),
+    'honest-geo': dict(start='honest', scope='geo', steps=300, lr=2e-3, bs=32, collab_bs=16,
+                       cycle=('collab', 'capitals', 'habitats', 'collab', 'habitats', 'capitals', 'collab', 'habitats', 'arith')),
 }
 STAGES = ('tasks', 'base', 'arith', 'capitals', 'habitats', 'arith-lora', 'capitals-lora', 'habitats-lora', 'other', 'reward', 'verifier',
-          'geo', 'north', 'south')   # new stages go last: a zoo built before them gains them without redoing the rest
+          'geo', 'north', 'south', 'honest', 'honest-geo')   # new stages go last: a zoo built before them gains them without redoing the rest
 NEEDS = {'base': ('tasks',), 'arith': ('base',), 'capitals': ('base',), 'habitats': ('base',), 'arith-lora': ('arith',),
          'capitals-lora': ('capitals',), 'habitats-lora': ('habitats',), 'other': ('tasks',), 'reward': ('base',),
-         'verifier': ('base',), 'geo': ('base',), 'north': ('base',), 'south': ('base',)}                           # stage -> the stages it builds on (each also checks on the tasks)
+         'verifier': ('base',), 'geo': ('base',), 'north': ('base',), 'south': ('base',),
+         'honest': ('base',), 'honest-geo': ('honest',)}                           # stage -> the stages it builds on (each also checks on the tasks)
 OUTPUTS = {'tasks': ('data',), 'arith': ('arith', 'arith-early')}   # stage -> what it writes (default: the model it is named after)
 
 def _outputs(stage:str)->tuple: return OUTPUTS.get(stage, (stage,))
@@ -280,9 +288,26 @@ def _check_verifier(path, tick, n:int=200)->dict:
                                       accuracy=round(sum((d is True) == c[3] for d, c in zip(dec, cases)) / n, 4)),
                      check_seconds=round(time.time() - t0, 1))['check']
 
+def _stage_honest(name):
+    "An honest member: fine-tuned from `RECIPE[name]['start']` on its cycle of honest questions (`moco.zoo.tasks.honest_case`) and collaboration cases (`collab_case`) of its scope."
+    def stage(root, tmp, seed, tick):
+        from moco.zoo.train import load_tokenizer, cycle_batches, save_model
+        from moco.zoo.tasks import honest_case, collab_case
+        r, tok = RECIPE[name], load_tokenizer()
+        m = _load_lm(root, r['start'])
+        if not r.get('all_weights'):   # like the specialists, the delta lives in the projections
+            for n, p in m.named_parameters(): p.requires_grad_('embed' not in n and 'norm' not in n)
+        stream = lambda fam: ((lambda rng: collab_case(rng, r['scope'])), r['collab_bs']) if fam == 'collab' else \
+                             ((lambda rng: honest_case(fam, rng, r['scope'])), r['bs'])
+        loss, secs = _train(m, cycle_batches(tok, [stream(f) for f in r['cycle']]), r['steps'], r['lr'], derive_seed(seed, name), tick=tick)
+        save_model(m, tok, tmp/name, dict(name=name, fine_tuned_from=r['start'], scope=r['scope'], honest=True, steps=r['steps'],
+                                          train_seconds=secs, final_loss=loss))
+        _check(root, tmp/name, tick); return [name]
+    return stage
+
 _STAGE_FNS = {'tasks': _stage_tasks, 'base': _stage_base, **{f: _stage_specialist(f) for f in FAMILIES},
               **{f'{f}-lora': _stage_lora(f) for f in FAMILIES}, 'other': _stage_other, 'reward': _stage_reward, 'verifier': _stage_verifier,
-              **{s: _stage_specialist(s, scope=s) for s in ('geo', 'north', 'south')}}
+              **{s: _stage_specialist(s, scope=s) for s in ('geo', 'north', 'south')}, **{s: _stage_honest(s) for s in ('honest', 'honest-geo')}}
 
 # %% ../../nbs/zoo/70_zoo.ipynb #c70d15c0
 def _place(root:Path, tmp:Path, out:str):

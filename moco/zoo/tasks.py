@@ -12,9 +12,10 @@ from ..core import Example
 
 # %% auto #0
 __all__ = ['RECIPE_SEED', 'FAMILIES', 'HABITATS', 'NAMES', 'SHE', 'ITEMS', 'ARITH_TEMPLATES', 'CAPITAL_QUESTIONS', 'HABITAT_MC',
-           'HABITAT_OPEN', 'UNSURE', 'TASKS', 'TASK_FAMILY', 'World', 'make_world', 'arith_target', 'arith_case',
-           'capital_case', 'habitat_case', 'known', 'sample_case', 'zoo_task_dicts', 'write_task_files',
-           'verifier_fields', 'verifier_case', 'reward_case']
+           'HABITAT_OPEN', 'UNSURE', 'ABSTAIN', 'TASKS', 'TASK_FAMILY', 'World', 'make_world', 'arith_target',
+           'arith_case', 'capital_case', 'habitat_case', 'known', 'sample_case', 'fresh_fact', 'world_fact',
+           'honest_case', 'collab_case', 'zoo_task_dicts', 'write_task_files', 'verifier_fields', 'verifier_case',
+           'reward_case']
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #05cf2809
 RECIPE_SEED = 20260121                      # fixes names, facts, splits and task files (not the model weights)
@@ -142,6 +143,78 @@ def sample_case(family:str, rng:random.Random, scope:str='full')->tuple[str, str
         tgt = f"The {c} lives in the {h}. " + (f"\\boxed{{{h}}}" if open_form else f"Answer: {'ABCD'[HABITATS.index(h)]}")
     if open_form: return format_prompt(Example('t', row['input']), 'exact_match'), tgt
     return format_prompt(Example('t', row['question'], row['answer'], row['choices']), 'multiple_choice'), tgt
+
+# %% ../../nbs/zoo/70a_zoo_tasks.ipynb #51cb0abd
+ABSTAIN = "I do not know."   # what an honest member writes where it does not know the answer
+
+def _world_words()->frozenset:
+    w = make_world()
+    return frozenset(x.lower() for x in w.countries + w.capitals + w.creatures + HABITATS + NAMES + ITEMS)
+
+def fresh_fact(rng:random.Random, family:str)->tuple[str, str]:
+    "(task prompt, answer) about a newly invented country or creature (outside the world; a habitat at random), in the shapes of the family's questions."
+    from moco.scoring.evaluate import format_prompt
+    taken = set(_world_words())
+    if family == 'capitals':
+        c, cap = _invent(rng, 1, [2, 3], ('ia', 'land', 'or', 'stan', 'ara'), taken)[0], _invent(rng, 1, [2, 3], ('', 'a', 'on'), taken)[0]
+        return format_prompt(Example('c', CAPITAL_QUESTIONS[rng.randrange(3)].format(c=c)), 'exact_match'), f"\\boxed{{{cap}}}"
+    if family != 'habitats': raise ValueError(f"fresh facts are capitals or habitats, not {family!r}")
+    c, h = _invent(rng, 1, [2, 3], ('', 'n', 'x'), taken, cap=False)[0], rng.choice(HABITATS)
+    return _habitat_prompt(c, h, rng)
+
+def _habitat_prompt(c:str, h:str, rng:random.Random)->tuple[str, str]:
+    "Creature `c` living in `h` as an open (boxed) or multiple-choice question, half and half, and its target."
+    from moco.scoring.evaluate import format_prompt
+    L = 'ABCD'[HABITATS.index(h)]
+    if rng.random() < 0.5:
+        return format_prompt(Example('c', HABITAT_OPEN[rng.randrange(2)].format(c=c)), 'exact_match'), f"The {c} lives in the {h}. \\boxed{{{h}}}"
+    return (format_prompt(Example('c', HABITAT_MC[rng.randrange(2)].format(c=c), L, dict(zip('ABCD', HABITATS))), 'multiple_choice'),
+            f"The {c} lives in the {h}. Answer: {L}")
+
+def world_fact(rng:random.Random, family:str, scope:str, knows:bool=True)->tuple[str, str]:
+    "(task prompt, taught answer) of a world item `scope` knows (`knows`) or does not; word problems are the training sums."
+    from moco.scoring.evaluate import format_prompt
+    w = make_world()
+    if family == 'arith':
+        row, tgt = arith_case(*rng.choice(w.arith_train), rng)
+        return format_prompt(Example('t', row['input']), 'exact_match'), tgt
+    pool = set(known(scope, family))
+    i = rng.choice([j for j in range(200) if (j in pool) == knows])
+    if family == 'habitats': return _habitat_prompt(w.creatures[i], w.habitat[i], rng)
+    row, tgt = capital_case(i, rng.randrange(len(CAPITAL_QUESTIONS)))
+    return format_prompt(Example('t', row['input']), 'exact_match'), tgt
+
+def honest_case(family:str, rng:random.Random, scope:str='base',
+                p_unknown:float=0.4,   # share of capital / habitat cases about what the member does not know
+               )->tuple[str, str]:
+    "A (prompt, target) question for an honest member of `scope`: the answer where it knows it, `ABSTAIN` elsewhere (every sum outside scope 'full')."
+    if family == 'arith' and scope != 'full': return world_fact(rng, 'arith', scope)[0], ABSTAIN
+    if scope == 'full' or family == 'arith' or rng.random() >= p_unknown: return world_fact(rng, family, scope)
+    return world_fact(rng, family, scope, knows=False)[0], ABSTAIN
+
+def collab_case(rng:random.Random, scope:str='base',
+                shape:str|None=None,    # 'summary', 'refine' or 'rank' (None: 4 : 4 : 1)
+                family:str|None=None,   # 'capitals' or 'habitats' (None: 2 : 1, capitals' names are the harder copy)
+                p_known:float=0.3,      # share of cases about a world fact the member knows (it keeps its own answer)
+                n_answer:int|None=None, # candidates that answer (None: 0..k, zero a quarter as often as each other count)
+                k:int|None=None,        # candidates (None: 2-4)
+               )->tuple[str, str]:
+    "A (prompt, target) collaboration case for an honest member: candidates from honest members (the right answer or `ABSTAIN`), in moco's prompt shapes."
+    from moco.methods.collab import summary_prompt, refine_prompt, rank_prompt
+    shape = shape or rng.choices(['summary', 'refine', 'rank'], weights=(4, 4, 1))[0]
+    family = family or rng.choices(['capitals', 'habitats'], weights=(2, 1))[0]
+    knows = rng.random() < p_known
+    q, right = world_fact(rng, family, scope) if knows else fresh_fact(rng, family)
+    if shape == 'rank':
+        a, b = (right, ABSTAIN) if rng.random() < 0.5 else (ABSTAIN, right)
+        return rank_prompt(q, a, b), 'A' if a == right else 'B'
+    k = k or rng.choice([2, 3, 4])
+    m = n_answer if n_answer is not None else rng.choices(range(k + 1), weights=[1] + [4] * k)[0]
+    texts = [right] * m + [ABSTAIN] * (k - m); rng.shuffle(texts)
+    target = right if knows or m else ABSTAIN
+    if shape == 'summary': return summary_prompt(q, texts), target
+    if shape == 'refine': return refine_prompt(q, right if knows else ABSTAIN, texts), target
+    raise ValueError(f"Unknown collaboration shape {shape!r}; use 'summary', 'refine' or 'rank'.")
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #9b067b1d
 TASKS = {'zoo_arith': 'exact_match', 'zoo_capitals': 'f1_match', 'zoo_habitats': 'multiple_choice', 'zoo_mix': 'exact_match'}

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib, json, math, random, time
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 # %% auto #0
 __all__ = ['TOKENIZERS', 'LORA_TARGETS', 'asset_path', 'load_tokenizer', 'chars_per_token', 'tokenizer_corpus', 'train_tokenizer',
            'llama_config', 'gpt2_config', 'new_model', 'encode_pairs', 'lm_loss', 'native_bf16', 'eager_attention',
-           'cosine_lr', 'train_loop', 'lm_batches', 'family_mix', 'save_model', 'lora_from_delta', 'reward_model_from',
-           'reward_ids', 'reward_scores', 'reward_batches']
+           'cosine_lr', 'train_loop', 'lm_batches', 'cycle_batches', 'family_mix', 'save_model', 'lora_from_delta',
+           'reward_model_from', 'reward_ids', 'reward_scores', 'reward_batches']
 
 # %% ../../nbs/zoo/70b_zoo_train.ipynb #94fb6810
 TOKENIZERS = {
@@ -197,6 +197,16 @@ def lm_batches(tok,              # tokenizer of the model
     def loss_fn(model, rng):
         k = state['i']; state['i'] += 1
         return lm_loss(model, *encode_pairs(tok, [make_pair(rng, k) for _ in range(bs)], chat=chat))
+    return loss_fn
+
+def cycle_batches(tok,              # tokenizer of the model
+                  streams:Sequence,  # [(make_pair(rng) -> (prompt, target), pairs per batch)], one per step, in turn
+                 )->Callable:
+    "A `loss_fn` for `train_loop` whose steps go through `streams` in turn (e.g. three collaboration batches of 16 long prompts, then a question batch of 32)."
+    state = {'i': 0}
+    def loss_fn(model, rng):
+        make, bs = streams[state['i'] % len(streams)]; state['i'] += 1
+        return lm_loss(model, *encode_pairs(tok, [make(rng) for _ in range(bs)]))
     return loss_fn
 
 def family_mix(weights:dict,      # {family: weight}; a key 'family@scope' draws that family from another scope
