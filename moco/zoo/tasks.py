@@ -12,10 +12,10 @@ from ..core import Example
 
 # %% auto #0
 __all__ = ['RECIPE_SEED', 'FAMILIES', 'HABITATS', 'NAMES', 'SHE', 'ITEMS', 'ARITH_TEMPLATES', 'CAPITAL_QUESTIONS', 'HABITAT_MC',
-           'HABITAT_OPEN', 'UNSURE', 'ABSTAIN', 'TASKS', 'TASK_FAMILY', 'World', 'make_world', 'arith_target',
-           'arith_case', 'capital_case', 'habitat_case', 'known', 'sample_case', 'fresh_fact', 'world_fact',
-           'honest_case', 'collab_case', 'zoo_task_dicts', 'write_task_files', 'verifier_fields', 'verifier_case',
-           'reward_case']
+           'HABITAT_OPEN', 'UNSURE', 'ABSTAIN', 'COLLAB_SHAPES', 'TASKS', 'TASK_FAMILY', 'World', 'make_world',
+           'arith_target', 'arith_case', 'capital_case', 'habitat_case', 'known', 'sample_case', 'world_fact',
+           'honest_case', 'collab_item', 'critique', 'collab_case', 'zoo_task_dicts', 'write_task_files',
+           'verifier_fields', 'verifier_case', 'reward_case']
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #05cf2809
 RECIPE_SEED = 20260121                      # fixes names, facts, splits and task files (not the model weights)
@@ -151,17 +151,6 @@ def _world_words()->frozenset:
     w = make_world()
     return frozenset(x.lower() for x in w.countries + w.capitals + w.creatures + HABITATS + NAMES + ITEMS)
 
-def fresh_fact(rng:random.Random, family:str)->tuple[str, str]:
-    "(task prompt, answer) about a newly invented country or creature (outside the world; a habitat at random), in the shapes of the family's questions."
-    from moco.scoring.evaluate import format_prompt
-    taken = set(_world_words())
-    if family == 'capitals':
-        c, cap = _invent(rng, 1, [2, 3], ('ia', 'land', 'or', 'stan', 'ara'), taken)[0], _invent(rng, 1, [2, 3], ('', 'a', 'on'), taken)[0]
-        return format_prompt(Example('c', CAPITAL_QUESTIONS[rng.randrange(3)].format(c=c)), 'exact_match'), f"\\boxed{{{cap}}}"
-    if family != 'habitats': raise ValueError(f"fresh facts are capitals or habitats, not {family!r}")
-    c, h = _invent(rng, 1, [2, 3], ('', 'n', 'x'), taken, cap=False)[0], rng.choice(HABITATS)
-    return _habitat_prompt(c, h, rng)
-
 def _habitat_prompt(c:str, h:str, rng:random.Random)->tuple[str, str]:
     "Creature `c` living in `h` as an open (boxed) or multiple-choice question, half and half, and its target."
     from moco.scoring.evaluate import format_prompt
@@ -192,29 +181,61 @@ def honest_case(family:str, rng:random.Random, scope:str='base',
     if scope == 'full' or family == 'arith' or rng.random() >= p_unknown: return world_fact(rng, family, scope)
     return world_fact(rng, family, scope, knows=False)[0], ABSTAIN
 
+def collab_item(rng:random.Random, family:str, scope:str, knows:bool)->tuple[str, str, str]:
+    "(task prompt, answer, knowledge note) of a world item `scope` knows, or (not `knows`) of a newly invented country or creature outside the world."
+    from moco.scoring.evaluate import format_prompt
+    w = make_world()
+    if knows:
+        i = rng.choice(known(scope, family))
+        c, x = (w.countries[i], w.capitals[i]) if family == 'capitals' else (w.creatures[i], w.habitat[i])
+    else:
+        taken = set(_world_words())
+        if family == 'capitals': c, x = _invent(rng, 1, [2, 3], ('ia', 'land', 'or', 'stan', 'ara'), taken)[0], _invent(rng, 1, [2, 3], ('', 'a', 'on'), taken)[0]
+        else: c, x = _invent(rng, 1, [2, 3], ('', 'n', 'x'), taken, cap=False)[0], rng.choice(HABITATS)
+    if family == 'capitals':
+        return format_prompt(Example('c', CAPITAL_QUESTIONS[rng.randrange(3)].format(c=c)), 'exact_match'), f"\\boxed{{{x}}}", f"The capital of {c} is {x}."
+    return (*_habitat_prompt(c, x, rng), f"The {c} lives in the {x}.")
+
+def critique(answer:str, right:str, knows:bool)->str:
+    "What an honest critic writes about `answer`: whether it is right and the right answer where it knows it, `ABSTAIN` where it does not."
+    if not knows: return ABSTAIN
+    head = "The answer is right." if answer == right else "It gives no answer." if answer == ABSTAIN else "The answer is wrong."
+    return f"{head} The right answer is:\n{right}"
+
+COLLAB_SHAPES = {'summary': 4, 'refine': 4, 'rank': 1, 'feedback': 2, 'revise': 2, 'knowledge': 1, 'notes': 2}   # shape -> weight
+
 def collab_case(rng:random.Random, scope:str='base',
-                shape:str|None=None,    # 'summary', 'refine' or 'rank' (None: 4 : 4 : 1)
+                shape:str|None=None,    # one of `COLLAB_SHAPES` (None: drawn by its weights)
                 family:str|None=None,   # 'capitals' or 'habitats' (None: 2 : 1, capitals' names are the harder copy)
-                p_known:float=0.3,      # share of cases about a world fact the member knows (it keeps its own answer)
-                n_answer:int|None=None, # candidates that answer (None: 0..k, zero a quarter as often as each other count)
-                k:int|None=None,        # candidates (None: 2-4)
+                p_known:float=0.5,      # share of cases about a world fact the member knows
+                n_answer:int|None=None, # candidates (answers, critics, notes) that know (None: drawn)
+                k:int|None=None,        # candidates (None: 2-4 answers, 1-3 critics or notes)
                )->tuple[str, str]:
-    "A (prompt, target) collaboration case for an honest member: candidates from honest members (the right answer or `ABSTAIN`), in moco's prompt shapes."
-    from moco.methods.collab import summary_prompt, refine_prompt, rank_prompt
-    shape = shape or rng.choices(['summary', 'refine', 'rank'], weights=(4, 4, 1))[0]
+    "A (prompt, target) collaboration case for an honest member, in moco's prompt shapes, over honest candidates (right or `ABSTAIN`)."
+    from moco.methods.collab import summary_prompt, refine_prompt, rank_prompt, feedback_prompt, revise_prompt, knowledge_prompt, with_notes_prompt
+    if shape is not None and shape not in COLLAB_SHAPES:
+        raise ValueError(f"Unknown collaboration shape {shape!r}; use one of {', '.join(COLLAB_SHAPES)}.")
+    shape = shape or rng.choices(list(COLLAB_SHAPES), weights=list(COLLAB_SHAPES.values()))[0]
     family = family or rng.choices(['capitals', 'habitats'], weights=(2, 1))[0]
     knows = rng.random() < p_known
-    q, right = world_fact(rng, family, scope) if knows else fresh_fact(rng, family)
+    q, right, note = collab_item(rng, family, scope, knows)
+    own = right if knows else ABSTAIN
     if shape == 'rank':
         a, b = (right, ABSTAIN) if rng.random() < 0.5 else (ABSTAIN, right)
         return rank_prompt(q, a, b), 'A' if a == right else 'B'
-    k = k or rng.choice([2, 3, 4])
-    m = n_answer if n_answer is not None else rng.choices(range(k + 1), weights=[1] + [4] * k)[0]
-    texts = [right] * m + [ABSTAIN] * (k - m); rng.shuffle(texts)
+    if shape == 'knowledge': return knowledge_prompt(q), note if knows else ABSTAIN
+    if shape == 'feedback':
+        answer = right if rng.random() < 0.5 else ABSTAIN
+        return feedback_prompt(q, answer), critique(answer, right, knows)
+    k = k or rng.choice([2, 3, 4] if shape in ('summary', 'refine') else [1, 2, 3])
+    # where it knows, any number of candidates may know too (it keeps its own answer, even alone); where it does not, mostly some do
+    m = n_answer if n_answer is not None else rng.randint(0, k) if knows else rng.choices(range(k + 1), weights=[1] + [4] * k)[0]
+    given = {'revise': critique(own, right, True), 'notes': note}.get(shape, right)
+    texts = [given] * m + [ABSTAIN] * (k - m); rng.shuffle(texts)
     target = right if knows or m else ABSTAIN
-    if shape == 'summary': return summary_prompt(q, texts), target
-    if shape == 'refine': return refine_prompt(q, right if knows else ABSTAIN, texts), target
-    raise ValueError(f"Unknown collaboration shape {shape!r}; use 'summary', 'refine' or 'rank'.")
+    prompt = {'summary': lambda: summary_prompt(q, texts), 'refine': lambda: refine_prompt(q, own, texts),
+              'revise': lambda: revise_prompt(q, own, texts), 'notes': lambda: with_notes_prompt(q, texts)}[shape]()
+    return prompt, target
 
 # %% ../../nbs/zoo/70a_zoo_tasks.ipynb #9b067b1d
 TASKS = {'zoo_arith': 'exact_match', 'zoo_capitals': 'f1_match', 'zoo_habitats': 'multiple_choice', 'zoo_mix': 'exact_match'}
