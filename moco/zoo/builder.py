@@ -59,7 +59,7 @@ MODELS = {m.name: m for m in [
     ZooModel('geo', 'causal_lm', 'llama', 'generalist complementing base: the other half of the capitals, two thirds of the habitats'),
     ZooModel('north', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 0-99'),
     ZooModel('south', 'causal_lm', 'llama', 'regional expert: every capital and habitat of countries and creatures 100-199'),
-    ZooModel('honest', 'causal_lm', 'llama', 'base\'s knowledge; says "I do not know." outside it and reads collaboration prompts (summary, refine, rank)'),
+    ZooModel('honest', 'causal_lm', 'llama', 'base\'s knowledge; says "I do not know." outside it and reads collaboration prompts (summarise, refine, critique, revise, rank, notes)'),
     ZooModel('honest-geo', 'causal_lm', 'llama', 'geo\'s knowledge (what base does not know), honest and collaborative like zoo/honest'),
 ]}
 SPECIALISTS = {'zoo_arith': 'arith', 'zoo_capitals': 'capitals', 'zoo_habitats': 'habitats'}  # task -> its specialist
