@@ -71,6 +71,24 @@ def test_build_resumes_after_an_interruption(tmp_path, fake_stages, monkeypatch)
     assert fake_stages[len(done):] == ['other', 'reward', 'verifier', 'geo', 'north', 'south', 'honest', 'honest-geo']   # resumed where it stopped
     assert zoo.is_built(root=tmp_path)
 
+def test_a_member_is_built_while_another_process_builds_an_unrelated_stage(tmp_path, fake_stages, monkeypatch):
+    "Stage locks: a build that needs zoo/other finishes while another build is inside the honest stage; nothing is built twice."
+    import threading
+    inside, release = threading.Event(), threading.Event()
+    fn = zoo._STAGE_FNS['honest']
+    def honest(root, tmp, seed, tick):
+        inside.set(); assert release.wait(60); return fn(root, tmp, seed, tick)
+    monkeypatch.setitem(zoo._STAGE_FNS, 'honest', honest)
+    first = threading.Thread(target=zoo.build, kwargs=dict(root=tmp_path, progress=False, members=['zoo/honest']))
+    first.start()
+    try:
+        assert inside.wait(60)
+        zoo.build(root=tmp_path, progress=False, members=['zoo/other'])     # not held up by the stage in progress
+        assert zoo.is_built('zoo/other', root=tmp_path) and not zoo.is_built('zoo/honest', root=tmp_path)
+    finally: release.set(); first.join(60)
+    assert fake_stages == ['tasks', 'base', 'other', 'honest']
+    assert zoo.is_built(['zoo/honest', 'zoo/other'], root=tmp_path) and set(zoo.manifest(tmp_path)['stages']) == {'tasks', 'base', 'other', 'honest'}
+
 def test_build_redoes_everything_for_a_new_seed_or_force(tmp_path, fake_stages):
     zoo.build(seed=0, root=tmp_path, progress=False)
     zoo.build(seed=1, root=tmp_path, progress=False)

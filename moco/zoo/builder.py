@@ -156,12 +156,12 @@ def is_built(members=None, # zoo model names (or one name) to check, with what t
     return m.get('recipe') == RECIPE_VERSION and all(_stage_done(root, m, s) for s in stages_for(members))
 
 @contextlib.contextmanager
-def _lock(root:Path):
-    "An exclusive lock on the zoo folder (no-op where `fcntl` is missing)."
+def _lock(root:Path, name:str='.lock'):
+    "An exclusive lock on the zoo folder, or on one stage of it (`name`: '.lock-<stage>'); a no-op where `fcntl` is missing."
     root.mkdir(parents=True, exist_ok=True)
     try: import fcntl
     except ImportError: yield; return
-    with open(root/'.lock', 'w') as f:
+    with open(root/name, 'w') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
@@ -337,6 +337,14 @@ def build_env()->dict:
                 tokenizers=tokenizers.__version__, peft=pv)
 
 # %% ../../nbs/zoo/70_zoo.ipynb #af541ed3
+def _current(root:Path, seed:int)->dict:
+    "The manifest, checked to still be this build's (another process may have started the zoo again with another seed)."
+    m = manifest(root)
+    if m.get('recipe') != RECIPE_VERSION or m.get('seed') != seed:
+        raise ModelError(f"Another process started the zoo at {root} again (seed {m.get('seed')}) while this one was building "
+                         f"seed {seed}; run the build again.")
+    return m
+
 def build(seed:int=0,          # build seed (weights and data order); the tasks do not depend on it
           force:bool=False,    # start again from nothing, even if finished stages are there
           progress:bool=True,  # show a progress bar on stderr
@@ -349,44 +357,49 @@ def build(seed:int=0,          # build seed (weights and data order); the tasks 
     transformers.utils.logging.disable_progress_bar()
     root = Path(root or zoo_home()).expanduser()
     plan = stages_for(members)                     # unknown names fail here, before anything is touched
-    with _lock(root):
+    with _lock(root):                              # a forced or outdated build starts again from nothing, once
         m = manifest(root)
         if force or m.get('recipe') != RECIPE_VERSION or m.get('seed') != seed:
             for d in ('models', 'data'): shutil.rmtree(root/d, ignore_errors=True)
             m = dict(recipe=RECIPE_VERSION, seed=seed, stages={}, members={}, check={})
             _write_manifest(root, m)
-        todo = [s for s in plan if not _stage_done(root, m, s)]
-        if not todo: return root
-        if any(s.endswith('-lora') for s in todo):
-            try: import peft  # noqa: F401  (checked before minutes of training, not after)
-            except ImportError: raise ModelError("Building the tiny zoo's LoRA adapters needs peft: pip install peft "
-                                                 "(or pip install 'moco-collab[train]').") from None
-        env = build_env()
-        bar = tqdm(total=sum(_stage_steps(s) for s in todo), desc='moco zoo', unit='step', disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        prev = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
-            for stage in todo:
+    todo = [s for s in plan if not _stage_done(root, m, s)]
+    if not todo: return root
+    if any(s.endswith('-lora') for s in todo):
+        try: import peft  # noqa: F401  (checked before minutes of training, not after)
+        except ImportError: raise ModelError("Building the tiny zoo's LoRA adapters needs peft: pip install peft "
+                                             "(or pip install 'moco-collab[train]').") from None
+    env = build_env()
+    bar = tqdm(total=sum(_stage_steps(s) for s in todo), desc='moco zoo', unit='step', disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for stage in todo:
+            with _lock(root, f'.lock-{stage}'):   # a process that needs this stage waits for it; builders of other stages go on
+                if _stage_done(root, _current(root, seed), stage):   # another process built it meanwhile
+                    bar.update(_stage_steps(stage)); continue
                 bar.set_description(f'moco zoo: {stage}')
                 tmp = root/f'.tmp-{stage}'
                 shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
                 t0 = time.time()
                 outs = _STAGE_FNS[stage](root, tmp, seed, bar.update)
                 secs = round(time.time() - t0, 1)
-                for o in outs:
-                    if o in MODELS:                # each member carries what it was built with and its own check
-                        rec = _add_info(tmp/o, recipe=RECIPE_VERSION, seed=seed, stage=stage, stage_seconds=secs,
-                                        built=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), **env)
-                        m['members'][o] = rec
-                        if 'check' in rec: m['check'][o] = rec['check']
-                    _place(root, tmp, o)
-                shutil.rmtree(tmp, ignore_errors=True)
-                m['stages'][stage] = dict(seconds=secs, outputs=outs)
-                _write_manifest(root, m)
-        finally:
-            torch.use_deterministic_algorithms(prev)
-            bar.close()
+                with _lock(root):                      # the manifest as it is now (other stages may have finished), plus this stage
+                    m = _current(root, seed)
+                    for o in outs:
+                        if o in MODELS:                # each member carries what it was built with and its own check
+                            rec = _add_info(tmp/o, recipe=RECIPE_VERSION, seed=seed, stage=stage, stage_seconds=secs,
+                                            built=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), **env)
+                            m['members'][o] = rec
+                            if 'check' in rec: m['check'][o] = rec['check']
+                        _place(root, tmp, o)
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    m['stages'][stage] = dict(seconds=secs, outputs=outs)
+                    _write_manifest(root, m)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        bar.close()
     return root
 
 # %% ../../nbs/zoo/70_zoo.ipynb #5d0815f4
