@@ -71,7 +71,7 @@ def test_build_resumes_after_an_interruption(tmp_path, fake_stages, monkeypatch)
     assert fake_stages[len(done):] == ['other', 'reward', 'verifier', 'geo', 'north', 'south', 'honest', 'honest-geo']   # resumed where it stopped
     assert zoo.is_built(root=tmp_path)
 
-def test_a_member_is_built_while_another_process_builds_an_unrelated_stage(tmp_path, fake_stages, monkeypatch):
+def test_a_member_is_built_while_another_build_is_inside_an_unrelated_stage(tmp_path, fake_stages, monkeypatch):
     "Stage locks: a build that needs zoo/other finishes while another build is inside the honest stage; nothing is built twice."
     import threading
     inside, release = threading.Event(), threading.Event()
