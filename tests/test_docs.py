@@ -13,8 +13,10 @@ def test_docs_processing_passes_for_every_notebook(tmp_path):
     for d in ('nbs', 'moco'): shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns('_proc', '__pycache__', '.ipynb_checkpoints'))
     shutil.copy(ROOT / 'settings.ini', tmp_path / 'settings.ini')
     env = dict(os.environ, PYTHONPATH=str(tmp_path), HF_HUB_OFFLINE='1', MOCO_HOME=str(tmp_path / 'moco-home'))
-    # nbdev_proc_nbs = install Quarto if missing (it cannot be here), refresh the sidebar, then `proc_nbs`: run the last
-    r = subprocess.run([sys.executable, '-c', "from nbdev.serve import proc_nbs; proc_nbs('nbs', n_workers=0, force=True)"],
+    # nbdev_proc_nbs = install Quarto if missing (it cannot be here), refresh the sidebar, then `proc_nbs`: run that last
+    # step, with one worker process per core as nbdev_proc_nbs has (2-core Intel Xeon: 33 s with two, 61 s in one process)
+    n = min(4, os.cpu_count() or 1)
+    r = subprocess.run([sys.executable, '-c', f"from nbdev.serve import proc_nbs; proc_nbs('nbs', n_workers={n}, force=True)"],
                        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1200)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     nbs = {p.relative_to(tmp_path / 'nbs').with_suffix('') for p in (tmp_path / 'nbs').rglob('*.ipynb') if '_proc' not in p.parts}

@@ -7,12 +7,12 @@ from __future__ import annotations
 import copy, hashlib, json, logging, random, time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
-from ..core import RequirementError
+from ..core import RequirementError, derive_seed
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
-__all__ = ['SCENARIOS', 'MINILM_NAMES', 'log', 'edge_features', 'best_labels', 'split_queries', 'union_graph', 'make_net',
-           'pair_logits', 'train_router', 'route_scores', 'embedder', 'RouterInputs', 'router_inputs',
+__all__ = ['SCENARIOS', 'MIN_VAL_LABELLED', 'MINILM_NAMES', 'log', 'edge_features', 'best_labels', 'split_queries', 'union_graph',
+           'make_net', 'pair_logits', 'train_router', 'route_scores', 'embedder', 'RouterInputs', 'router_inputs',
            'GraphRoutingParams', 'GraphRouting']
 
 # %% ../../nbs/methods/34_api_graph_routing.ipynb #cd6d3308
@@ -104,6 +104,8 @@ def pair_logits(net, task_x, query_x, model_x, feats,
     return net(x, ei, ea, torch.stack([qn.reshape(-1), mn.reshape(-1)])).view(B, targets.shape[1], M)
 
 # %% ../../nbs/methods/34_api_graph_routing.ipynb #5131801e
+MIN_VAL_LABELLED = 20   # labelled validation queries needed to keep the epoch of the lowest validation loss
+
 def _fit(net, task_x, query_x, model_x, feats, labels, informative, effect, train, val, epochs, lr, wd, batch, mask_rate, seed)->dict:
     import torch
     F = torch.nn.functional
@@ -113,6 +115,10 @@ def _fit(net, task_x, query_x, model_x, feats, labels, informative, effect, trai
     k = max(1, min(len(train) - 1, round(mask_rate * len(train))))    # queries hidden per copy (at least one stays visible)
     seen = torch.zeros(1, Q, dtype=torch.bool); seen[0, tr] = True
     best, history = None, []
+    # early stopping needs a validation set that can tell a better network from a worse one: with a handful of labelled
+    # validation queries (zoo_mix's 60 dev queries leave 6) the loss on them rises and falls at random, and its minimum can
+    # sit at an undertrained network that sends every query to one model; then the last weights are kept
+    checkpoint = bool(val) and int(informative[torch.tensor(val)].sum()) >= MIN_VAL_LABELLED
     for epoch in range(epochs):
         net.train()
         perm = torch.stack([tr[torch.randperm(len(train), generator=g)] for _ in range(batch)])
@@ -130,11 +136,12 @@ def _fit(net, task_x, query_x, model_x, feats, labels, informative, effect, trai
             vw = informative[vt].float()[:, None].expand_as(vl)
             row['val_loss'] = ((F.binary_cross_entropy_with_logits(vl, labels[vt], reduction='none') * vw).sum() / vw.sum().clamp(min=1)).item()
             row['val_score'] = effect[vt, vl.argmax(-1)].mean().item()
-            if best is None or row['val_loss'] < best[0]: best = (row['val_loss'], epoch, copy.deepcopy(net.state_dict()))
+            if checkpoint and (best is None or row['val_loss'] < best[0]): best = (row['val_loss'], epoch, copy.deepcopy(net.state_dict()))
         history.append(row)
     if best is not None: net.load_state_dict(best[2])
     net.eval()
-    return {'best_epoch': best[1] if best else epochs - 1, 'history': history}
+    return {'best_epoch': best[1] if best else epochs - 1, 'history': history,
+            'kept': 'lowest validation loss' if checkpoint else f'last (fewer than {MIN_VAL_LABELLED} labelled validation queries)'}
 
 def train_router(net, task_x, query_x, model_x,  # the network and the node inputs (dev queries only)
                  feats, labels, informative,      # observed edge features (Q×M×3), best-model labels (Q×M), which queries have labels
@@ -254,9 +261,11 @@ class GraphRouting(Method):
         x = router_inputs(ctx, p)
         D, T, M = len(ctx.task.dev), len(test), len(models)
         train, val, held = split_queries(D, p.split_ratio, ctx.seed)
-        net = make_net(x.query_x.shape[1], p.hidden_features, p.in_edges)
+        with torch.random.fork_rng(devices=[]):   # the initial weights from the run's seed (not from whatever drew from torch's RNG before)
+            torch.manual_seed(derive_seed(ctx.seed, 'graph-router-init'))
+            net = make_net(x.query_x.shape[1], p.hidden_features, p.in_edges)
         key = hashlib.sha256(json.dumps([ctx.task.name, models, [ex.id for ex in ctx.task.dev], x.effect.tolist(), x.cost.tolist(),
-                                         p.task_description or ctx.task.name, x.encoder, repr(p), ctx.seed]).encode()).hexdigest()[:16]
+                                         p.task_description or ctx.task.name, x.encoder, repr(p), ctx.seed, 'init-seeded, min-val']).encode()).hexdigest()[:16]
         ckpt = ctx.workdir / f'graph_router_{ctx.task.name}_{M}_{key}.pt' if ctx.workdir else None
         t1 = time.time()
         if ckpt and ckpt.exists():
@@ -288,7 +297,7 @@ class GraphRouting(Method):
         info = {'dev_scores': dev_scores, 'routed_counts': {m: choice.count(i) for i, m in enumerate(models)},
                 'split': {'train': len(train), 'val': len(val), 'held_out': len(held)}, 'held_out': held_out,
                 'labels_per_model': {m: int(x.labels[x.informative, i].sum()) for i, m in enumerate(models)},
-                'unlabelled_dev_queries': int((~x.informative).sum()), 'best_epoch': fit['best_epoch'],
+                'unlabelled_dev_queries': int((~x.informative).sum()), 'best_epoch': fit['best_epoch'], 'kept_weights': fit.get('kept'),
                 'final_train_loss': fit['history'][-1]['train_loss'], 'encoder': x.encoder, 'inputs_seconds': round(t1 - t0, 2),
                 'train_seconds': round(t2 - t1, 2), 'checkpoint': str(ckpt) if ckpt else None, 'scenario': p.scenario,
                 'learning_rate': p.learning_rate, 'train_epochs': p.train_epochs}
