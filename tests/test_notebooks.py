@@ -6,7 +6,7 @@ forked from a server that has already imported torch, transformers and moco (tes
 2.5-3.5 s of imports), or a fresh interpreter for the notebooks in `FRESH` and wherever the server cannot start
 (MOCO_TEST_FORK=0 forces fresh interpreters for all).
 """
-import json, os, select, signal, subprocess, sys, tempfile
+import json, os, select, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 
@@ -31,28 +31,38 @@ class ForkServer:
     "tests/nbfork.py as a child process: `run(nb, skip, force)` -> (exit status, output)."
     def __init__(self):
         self.p = subprocess.Popen([sys.executable, str(Path(__file__).with_name('nbfork.py'))], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-        self.ready = json.loads(self.p.stdout.readline() or '{}').get('ready', False)
+                                  stdout=subprocess.PIPE, cwd=os.getcwd())
+        self.fd, self.buf = self.p.stdout.fileno(), b''
+        try: self.ready = (self._read(300) or {}).get('ready', False)
+        except (RuntimeError, ValueError): self.ready = False       # it could not start: the notebooks run in fresh interpreters
 
     def _read(self, timeout):
-        if not select.select([self.p.stdout], [], [], timeout)[0]: return None
-        line = self.p.stdout.readline()
-        if not line: raise RuntimeError('the notebook fork server exited')
+        "The server's next JSON line, or None after `timeout` seconds (unbuffered: two lines arriving at once are both kept)."
+        end = time.monotonic() + timeout
+        while b'\n' not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]: return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk: raise RuntimeError('the notebook fork server exited')
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\n', 1)
         return json.loads(line)
 
-    def run(self, nb, skip, force):
+    def run(self, nb, skip, force, timeout=TIMEOUT):
         with tempfile.NamedTemporaryFile('r', suffix='.log') as out:
             req = dict(nb=str(nb), skip=skip, force=force, out=out.name, env=dict(os.environ))
-            self.p.stdin.write(json.dumps(req) + '\n'); self.p.stdin.flush()
+            self.p.stdin.write((json.dumps(req) + '\n').encode()); self.p.stdin.flush()
             pid = self._read(60)['pid']
-            ans = self._read(TIMEOUT)
+            ans = self._read(timeout)
             if ans is None:
                 os.kill(pid, signal.SIGKILL); ans = self._read(60)
                 return 'timeout', out.read()
             return ans['rc'], out.read()
 
     def close(self):
-        self.p.stdin.close(); self.p.wait(timeout=60)
+        self.p.stdin.close()
+        try: self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired: self.p.kill()
 
 @pytest.fixture(scope='module')
 def fork_server():
@@ -93,4 +103,6 @@ def test_the_fork_server_isolates_notebooks_and_reports_their_failures(tmp_path)
         rc, out = srv.run(bad, [], [])
         assert rc != 0 and 'this notebook fails' in out
         assert srv.run(check, [], [])[0] == 0          # the server goes on after a failure
+        rc, out = srv.run(tmp_path / 'missing.ipynb', [], [], timeout=120)   # a child that fails at once: both answers arrive together
+        assert rc not in (0, 'timeout'), (rc, out)
     finally: srv.close()
