@@ -7,8 +7,8 @@ modules already imported and still gets its own globals, models, threads and exi
 
 Safe because the server never runs a tensor operation: GNU OpenMP (torch's thread pool) is not fork-safe once a
 parallel region has run, so a child would hang at its first one; OpenBLAS (numpy's) shuts its threads down at fork.
-The server checks after importing that it runs no OpenMP worker thread; when it cannot make that promise it refuses,
-and the tests fall back to one interpreter per notebook. Notebooks that check what an import pulls in (`sys.modules`)
+The server checks that its imports after numpy's started no thread (GNU OpenMP names its workers like the process, so
+it counts them); when they did it refuses, and the tests fall back to one interpreter per notebook. Notebooks that check what an import pulls in (`sys.modules`)
 or that set environment variables read at import time keep a fresh interpreter (`FRESH` in tests/test_notebooks.py).
 
 Protocol (one request at a time, JSON lines): the test writes {"nb", "skip", "force", "out", "env"}; the server forks,
@@ -51,17 +51,18 @@ def _child(req: dict) -> int:
 
 def serve():
     "Import the common modules, then answer requests on stdin until it closes."
-    import numpy, torch, transformers              # noqa: F401  (no tensor op here: see the module docstring)
+    import numpy                                   # noqa: F401  (OpenBLAS starts its threads here; it shuts them down at fork)
+    before = len(_threads())
+    import torch, transformers                     # noqa: F401  (no tensor op here: see the module docstring)
     import importlib, pkgutil, moco
     for m in pkgutil.walk_packages(moco.__path__, 'moco.'):   # every moco module (none imports ray, vllm or trl)
         try: importlib.import_module(m.name)
         except Exception: pass                     # the notebook that needs it reports the error itself
     from nbdev.test import test_nb                 # noqa: F401
     import execnb.shell                            # noqa: F401
-    omp = [t for t in _threads() if t.startswith(('omp', 'OMP'))]
-    ready = {'ready': not omp, 'threads': _threads()}
-    print(json.dumps(ready), flush=True)
-    if omp: return
+    started = len(_threads()) - before             # an OpenMP pool (or any thread) an import started: forking is not safe
+    print(json.dumps({'ready': started == 0, 'threads': _threads()}), flush=True)
+    if started: return
     for line in sys.stdin:
         req = json.loads(line)
         pid = os.fork()
