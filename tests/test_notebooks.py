@@ -55,7 +55,9 @@ class ForkServer:
         with tempfile.NamedTemporaryFile('r', suffix='.log') as out:
             req = dict(nb=str(nb), skip=skip, force=force, out=out.name, env=dict(os.environ))
             self.p.stdin.write((json.dumps(req) + '\n').encode()); self.p.stdin.flush()
-            pid = self._read(60)['pid']
+            got = self._read(60)
+            if got is None: raise RuntimeError('the notebook fork server did not fork within 60 s')
+            pid = got['pid']
             ans = self._read(timeout)
             if ans is None:
                 os.kill(pid, signal.SIGKILL); ans = self._read(60)
