@@ -26,8 +26,8 @@ def _threads() -> list:
     return out
 
 
-def _child(req: dict) -> int:
-    "Run one notebook in this forked process; return its exit status (never returns to the server loop)."
+def _child(req: dict) -> None:
+    "Run one notebook in this forked process and exit with its status (never returns to the server loop)."
     fd = os.open(req['out'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)
     os.environ.clear(); os.environ.update(req['env'])
