@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError, RequirementError
-from ..engines.hf import HFEngine
+from ..engines.hf import HFEngine, render_prompts
 from ..method import Method, MethodResult, Requirements, RunContext, register
-from .api_nudging import token_text, encode_text, start_last, advance_last
+from .api_nudging import token_text, encode_text, start_last, advance_last, ids_text
 
 # %% auto #0
-__all__ = ['MAX_EXTRA', 'consult_probability', 'Rows', 'starts_word', 'CollabRow', 'judge_prompt', 'label_judge', 'mentor_decode',
-           'branch_mlp', 'mlp_judge', 'MentorCollabParams', 'MentorCollab']
+__all__ = ['MERGE_POSITIONS', 'MAX_EXTRA', 'consult_probability', 'Rows', 'starts_word', 'CollabRow', 'judge_prompt',
+           'label_judge', 'mentor_decode', 'branch_mlp', 'mlp_judge', 'MentorCollabParams', 'MentorCollab']
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #a656c481
 def consult_probability(decision_proportion:float)->float:
@@ -26,35 +26,51 @@ def consult_probability(decision_proportion:float)->float:
     return v / 100 if isinstance(v, int) or v > 1 else float(v)
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #cfa90f88
+MERGE_POSITIONS = 256   # a tick's one-token and longer feeds share a forward when (rows fed x longest feed) is at most this
+
 class Rows:
     "A batch of rows on one model's KV-cached step API, with per-row token histories and rollback of a row's last tokens."
     def __init__(self, engine:HFEngine, requests:list, reserve:int=0):
         self.engine, self.state = engine, engine.start(requests, reserve=reserve)   # room for `reserve` tokens: written in place
         self.history = [list(x[-4:]) for x in self.state.prompt_ids]   # the prompts as `start` rendered them
-    def argmax(self)->list: return self.engine.step(self.state).argmax(-1).tolist()
+        self._argmax, self._stale = [None] * len(self.history), set(range(len(self.history)))
+    def argmax(self)->list:
+        "Each row's greedy next token, recomputed only for the rows fed since the last call (a row's logits change only when it is fed)."
+        if self._stale:
+            logits = self.engine.step(self.state)
+            if len(self._stale) == len(self._argmax): self._argmax = logits.argmax(-1).tolist()
+            else:
+                rows = sorted(self._stale)
+                for r, t in zip(rows, logits[rows].argmax(-1).tolist()): self._argmax[r] = t
+            self._stale = set()
+        return self._argmax
     def feed(self, ids:dict)->None:
         "Append token ids to some rows ({row: ids}); the others are fed nothing."
         ids = {r: list(x) for r, x in ids.items() if x}
         if not ids: return
+        self._stale.update(ids)
         for r, x in ids.items(): self.history[r].extend(x)
         B = len(self.history)
-        if all(len(x) == 1 for x in ids.values()) and len(ids) > 0.75 * B:   # nearly every row: one whole-batch forward
+        if all(len(x) == 1 for x in ids.values()) and len(ids) > B // 2:   # most rows: one whole-batch forward (cheaper than gathering them)
             return self.engine.advance(self.state, [ids.get(r, []) for r in range(B)])
-        # only the rows fed go through the model, one-token feeds and longer ones (a patch, a catch-up) apart,
-        # so that neither a few rows nor a long feed makes every row's forward wide
-        for group in ([r for r in ids if len(ids[r]) == 1], [r for r in ids if len(ids[r]) > 1]):
+        # only the rows fed go through the model; one-token feeds and longer ones (a patch, a catch-up) together when
+        # padding them to one width stays small (one forward instead of two), else apart, so that neither a few rows
+        # nor a long feed makes every row's forward wide
+        one, more = [r for r in ids if len(ids[r]) == 1], [r for r in ids if len(ids[r]) > 1]
+        groups = [one + more] if one and more and len(ids) * max(len(ids[r]) for r in more) <= MERGE_POSITIONS else [one, more]
+        for group in groups:
             if group: self.engine.advance(self.state, [ids[r] for r in group], rows=group)
     def rollback(self, row:int, n:int)->None:
         "Forget a row's last `n` tokens: their cache entries are masked out and the next position steps back (feed the row before reading its logits)."
         if n <= 0: return
+        self._stale.add(row)
         live = self.state.mask[row].nonzero().flatten()
         self.state.mask[row, live[-n:]] = 0
         self.state.next_pos[row] -= n
         del self.history[row][-n:]
     def text(self, row:int, ids:list)->str:
         "The text of `ids` that were just appended to `row`."
-        return self.engine.tokenizer.decode([i for i in ids if i not in self.engine.eos_ids], skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False) if ids else ''
+        return ids_text(self.engine.tokenizer, [i for i in ids if i not in self.engine.eos_ids]) if ids else ''
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #8e71f223
 def starts_word(text:str)->bool: return text[:1].isspace()
@@ -118,7 +134,8 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
                  )->list[dict]:
     "Mentor collaboration; per request {'text', 'finish', 'trace': {'decisions', 'consulted', 'draws', 'events'}}."
     reqs = [as_request(r) for r in requests]
-    order = sorted(range(len(reqs)), key=lambda i: len(generator.render(reqs[i])[1]))
+    lens = [len(x[1]) for x in render_prompts(generator.tokenizer, reqs)]   # one batched tokenizer call
+    order = sorted(range(len(reqs)), key=lambda i: lens[i])
     out = [None] * len(reqs)
     with generator.threads():   # the engine's CPU thread policy for the per-step tensor work too
         for s in range(0, len(order), batch_size):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/methods/30_api_nudging.ipynb #cf4aea26
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, json, math, weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError
@@ -12,14 +12,34 @@ from ..engines.hf import HFEngine, DecodeState, choose_tokens, row_generators, _
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
-__all__ = ['GAMMA_GRID', 'token_text', 'encode_text', 'start_last', 'advance_last', 'KVRows', 'StatelessRows', 'nudge_author',
-           'nudge_decode', 'nudge_generate', 'best_setting', 'NudgingParams', 'Nudging']
+__all__ = ['GAMMA_GRID', 'ids_text', 'token_text', 'encode_text', 'start_last', 'advance_last', 'KVRows', 'StatelessRows',
+           'nudge_author', 'nudge_decode', 'nudge_generate', 'best_setting', 'NudgingParams', 'Nudging']
 
 # %% ../../nbs/methods/30_api_nudging.ipynb #d76119bb
+_DECODERS = weakref.WeakKeyDictionary()
+
+def _decoder(tok)->Callable:
+    "`tok`'s plain decode (no special tokens, no clean-up); straight to the Rust tokenizer when `tok`'s own decode does nothing more."
+    try: from transformers.tokenization_utils_tokenizers import TokenizersBackend as TB
+    except ImportError: TB = None
+    if TB is not None and isinstance(tok, TB) and type(tok)._decode is TB._decode and hasattr(tok, '_tokenizer'):
+        backend = tok._tokenizer
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+def ids_text(tok, ids:list)->str:
+    "`tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)` without transformers' per-call wrapping (a word-by-word decoder calls it for every token)."
+    try: f = _DECODERS[tok]
+    except (KeyError, TypeError):
+        f = _decoder(tok)
+        try: _DECODERS[tok] = f
+        except TypeError: pass
+    return f(ids)
+
 def token_text(engine:HFEngine, history:list, token:int)->str:
     "The text `token` adds after the token ids `history` (a few ids of context, so byte-level and leading-space tokens decode right)."
     tok, ctx = engine.tokenizer, list(history[-4:])
-    dec = lambda ids: tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    dec = lambda ids: ids_text(tok, ids)
     before, after = dec(ctx), dec(ctx + [int(token)])
     return after[len(before):] if after.startswith(before) else dec([int(token)])
 
