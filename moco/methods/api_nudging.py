@@ -16,25 +16,24 @@ __all__ = ['GAMMA_GRID', 'ids_text', 'token_text', 'encode_text', 'start_last', 
            'nudge_author', 'nudge_decode', 'nudge_generate', 'best_setting', 'NudgingParams', 'Nudging']
 
 # %% ../../nbs/methods/30_api_nudging.ipynb #d76119bb
-_DECODERS = weakref.WeakKeyDictionary()
+_BACKENDS = weakref.WeakKeyDictionary()   # tokenizer -> its Rust tokenizer when decoding can go straight to it, else False
 
-def _decoder(tok)->Callable:
-    "`tok`'s plain decode (no special tokens, no clean-up); straight to the Rust tokenizer when `tok`'s own decode does nothing more."
+def _backend(tok):
+    "`tok`'s Rust tokenizer when `tok.decode` does nothing more than call it (no clean-up asked for), else False."
     try: from transformers.tokenization_utils_tokenizers import TokenizersBackend as TB
-    except ImportError: TB = None
-    if TB is not None and isinstance(tok, TB) and type(tok)._decode is TB._decode and hasattr(tok, '_tokenizer'):
-        backend = tok._tokenizer
-        return lambda ids: backend.decode(ids, skip_special_tokens=True)
-    return lambda ids: tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    except ImportError: return False
+    ok = isinstance(tok, TB) and type(tok)._decode is TB._decode and hasattr(tok, '_tokenizer')
+    return tok._tokenizer if ok else False
 
 def ids_text(tok, ids:list)->str:
     "`tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)` without transformers' per-call wrapping (a word-by-word decoder calls it for every token)."
-    try: f = _DECODERS[tok]
+    try: b = _BACKENDS[tok]
     except (KeyError, TypeError):
-        f = _decoder(tok)
-        try: _DECODERS[tok] = f
+        b = _backend(tok)
+        try: _BACKENDS[tok] = b   # the value never refers to `tok`: the entry goes with the tokenizer
         except TypeError: pass
-    return f(ids)
+    if b is False: return tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return b.decode(ids, skip_special_tokens=True)
 
 def token_text(engine:HFEngine, history:list, token:int)->str:
     "The text `token` adds after the token ids `history` (a few ids of context, so byte-level and leading-space tokens decode right)."
