@@ -180,13 +180,17 @@ def reward(self:Judges,
            prompts:Sequence[str],   # the user prompts
            responses:Sequence[str], # one response per prompt
           )->list[float]:
-    "Reward-model scores (unbounded logits) of each (prompt, response) pair."
+    "Reward-model scores (unbounded logits) of each (prompt, response) pair; equal pairs are scored once and get the very same reward."
     import torch
     if len(prompts) != len(responses): raise ScoringError(f"{len(prompts)} prompts but {len(responses)} responses.")
     if not prompts: return []
     tok, model, device = self._load('reward')
     limit = _context_limit(tok, model, self.max_length)
-    ids = [_render_chat(tok, p, r or '')[:limit] for p, r in zip(prompts, responses)]
+    # A batch's padding and composition move a reward in its last digits, so two models that wrote the same answer could
+    # get rewards that differ by 1e-7 and a tie would look broken; each distinct pair goes through the model once instead.
+    uniq = {}
+    slot = [uniq.setdefault((p, r or ''), len(uniq)) for p, r in zip(prompts, responses)]
+    ids = [_render_chat(tok, p, r)[:limit] for p, r in uniq]
     out = [0.0] * len(ids)
     own_pad = tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -197,7 +201,7 @@ def reward(self:Judges,
         mask = torch.tensor([[1] * len(ids[i]) + [0] * (n - len(ids[i])) for i in b], device=device)
         with torch.no_grad(): logits = model(input_ids=x, attention_mask=mask).logits
         for i, v in zip(b, logits[:, 0].float().cpu().tolist()): out[i] = float(v)
-    return out
+    return [out[k] for k in slot]
 
 Judges.reward = reward
 
