@@ -744,19 +744,21 @@ def step(self:HFEngine, state:DecodeState):
 @patch
 def advance(self:HFEngine, state:DecodeState, tokens,
             rows:Sequence[int]|None=None, # compute only these rows (`tokens` then holds their feeds, in this order); the others are fed nothing
-           )->None:
+            greedy:bool=False,            # also return, per fed row, the greedy next token after each token it was fed (verifies a guess in one forward)
+           )->list|None:
     "Append one token per row (tensor) or a token-id list per row, updating cache, mask, positions and logits."
     import torch
     if isinstance(tokens, torch.Tensor): tokens = tokens.view(-1, 1).tolist()
     width, pad = max((len(t) for t in tokens), default=0), self.tokenizer.pad_token_id
-    if width == 0: return
+    if width == 0: return [[] for _ in tokens] if greedy else None
     if rows is not None:
         kv = _layers_kv(state.cache)
         if kv is None or len(rows) == state.mask.shape[0]:   # a cache that cannot be sliced by row, or every row: the whole batch
             feed = [[] for _ in range(state.mask.shape[0])]
             for r, t in zip(rows, tokens): feed[r] = list(t)
-            return self.advance(state, feed)
-        return _advance_rows(self, state, tokens, list(rows), kv, width, pad)
+            out = self.advance(state, feed, greedy=greedy)
+            return [out[r] for r in rows] if greedy else None
+        return _advance_rows(self, state, tokens, list(rows), kv, width, pad, greedy)
     ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=self.device)
     inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=self.device)
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
@@ -764,11 +766,18 @@ def advance(self:HFEngine, state:DecodeState, tokens,
     fed = inc.sum(-1)
     with self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+            out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=width if greedy else 1,
                              **{self._cache_kw: state.cache})
             state.cache = _out_cache(out)
             state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
+            picks = _greedy_after(out.logits, tokens) if greedy else None
         state.next_pos = state.next_pos + fed   # outside inference mode: callers may edit positions and mask in place (rollback)
+        return picks
+
+def _greedy_after(logits, tokens:list)->list:
+    "Per row of left-padded feeds, the argmax after each of its fed tokens (the last `len(feed)` positions)."
+    best = logits.argmax(-1).tolist()
+    return [b[len(b) - len(t):] if t else [] for b, t in zip(best, tokens)]
 
 def _layers_kv(cache)->list|None:
     "The per-layer (K, V) of a `DynamicCache` whose layers are plain or reserved (`start(reserve=...)`), else None."
@@ -778,7 +787,7 @@ def _layers_kv(cache)->list|None:
     if type(cache) is not DynamicCache or not layers or not all(isinstance(l, DynamicLayer) and l.keys is not None for l in layers): return None
     return [(l.keys, l.values) for l in layers]
 
-def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:list, width:int, pad:int)->None:
+def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:list, width:int, pad:int, greedy:bool=False)->list|None:
     "`advance` computing only `rows`: their slice of the cache goes through the model; every row's cache and mask grow by `width` (masked for the others)."
     import torch
     from transformers import DynamicCache
@@ -798,8 +807,8 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
                           for l in state.cache.layers]
         else:
             for j, (k, v) in enumerate(kv): sub.update(k.index_select(0, idx), v.index_select(0, idx), j)   # index_select: ~3x faster than k[idx]
-        out = self.model(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True, logits_to_keep=1,
-                         **{self._cache_kw: sub})
+        out = self.model(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True,
+                         logits_to_keep=width if greedy else 1, **{self._cache_kw: sub})
         new = _layers_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
             n = l.keys.shape[2]
@@ -813,7 +822,9 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
                 l.keys, l.values = K, V
         fed = inc.sum(-1)
         state.logits.index_copy_(0, idx, torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits.index_select(0, idx)))
+        picks = _greedy_after(out.logits, tokens) if greedy else None
     state.next_pos = state.next_pos.clone(); state.next_pos[idx] += fed
+    return picks
 
 # %% ../../nbs/engines/04_engines.ipynb #17b389b7
 def match_label(text:str, labels:Sequence[str])->int|None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError, RequirementError
-from ..engines.hf import HFEngine, render_prompts
+from ..engines.hf import HFEngine
 from ..method import Method, MethodResult, Requirements, RunContext, register
 from .api_nudging import token_text, encode_text, start_last, advance_last, ids_text
 
@@ -34,6 +34,7 @@ class Rows:
         self.engine, self.state = engine, engine.start(requests, reserve=reserve)   # room for `reserve` tokens: written in place
         self.history = [list(x[-4:]) for x in self.state.prompt_ids]   # the prompts as `start` rendered them
         self._argmax, self._stale = [None] * len(self.history), set(range(len(self.history)))
+        self.picks = {}   # row -> the greedy token after each token of its last feed (for the rows `feed` was asked to verify)
     def argmax(self)->list:
         "Each row's greedy next token, recomputed only for the rows fed since the last call (a row's logits change only when it is fed)."
         if self._stale:
@@ -44,22 +45,27 @@ class Rows:
                 for r, t in zip(rows, logits[rows].argmax(-1).tolist()): self._argmax[r] = t
             self._stale = set()
         return self._argmax
-    def feed(self, ids:dict)->None:
-        "Append token ids to some rows ({row: ids}); the others are fed nothing."
+    def feed(self, ids:dict, verify:set=frozenset())->None:
+        "Append token ids to some rows ({row: ids}); the others are fed nothing. For the rows in `verify`, `picks[row]` gets the greedy token after each token fed."
         ids = {r: list(x) for r, x in ids.items() if x}
         if not ids: return
         self._stale.update(ids)
         for r, x in ids.items(): self.history[r].extend(x)
         B = len(self.history)
         if all(len(x) == 1 for x in ids.values()) and len(ids) > B // 2:   # most rows: one whole-batch forward (cheaper than gathering them)
-            return self.engine.advance(self.state, [ids.get(r, []) for r in range(B)])
+            picks = self.engine.advance(self.state, [ids.get(r, []) for r in range(B)], greedy=bool(verify & ids.keys()))
+            self.picks.update({r: picks[r] for r in verify & ids.keys()})
+            return
         # only the rows fed go through the model; one-token feeds and longer ones (a patch, a catch-up) together when
         # padding them to one width stays small (one forward instead of two), else apart, so that neither a few rows
         # nor a long feed makes every row's forward wide
         one, more = [r for r in ids if len(ids[r]) == 1], [r for r in ids if len(ids[r]) > 1]
         groups = [one + more] if one and more and len(ids) * max(len(ids[r]) for r in more) <= MERGE_POSITIONS else [one, more]
         for group in groups:
-            if group: self.engine.advance(self.state, [ids[r] for r in group], rows=group)
+            if not group: continue
+            want = verify & set(group)
+            picks = self.engine.advance(self.state, [ids[r] for r in group], rows=group, greedy=bool(want))
+            if want: self.picks.update({r: x for r, x in zip(group, picks) if r in want})
     def rollback(self, row:int, n:int)->None:
         "Forget a row's last `n` tokens: their cache entries are masked out and the next position steps back (feed the row before reading its logits)."
         if n <= 0: return
@@ -68,6 +74,9 @@ class Rows:
         self.state.mask[row, live[-n:]] = 0
         self.state.next_pos[row] -= n
         del self.history[row][-n:]
+    def set_next(self, row:int, token:int)->None:
+        "Set a row's greedy next token, known from a verified feed (`picks`) after rolling back the tokens that followed it (its logits are not read again before it is fed)."
+        self._argmax[row] = token; self._stale.discard(row)
     def text(self, row:int, ids:list)->str:
         "The text of `ids` that were just appended to `row`."
         return ids_text(self.engine.tokenizer, [i for i in ids if i not in self.engine.eos_ids]) if ids else ''
@@ -88,14 +97,16 @@ class CollabRow:
     used: int = 0                      # budget spent, in generator tokens
     pending: str = ''                  # text the mentor has not read yet (fed only when it is consulted)
     carry: list|None = None            # ids the generator must read before its next token (the mentor's chosen patch)
+    guess: tuple|None = None           # (ids of missed text, the generator's word in mentor ids, the mentor's next token if it missed nothing) being verified
     done: bool = False
     finish: str = 'length'
     draws: str = ''                    # '1' / '0' per decision point: the mentor consulted or not
     events: list = field(default_factory=list)  # disagreements: both patches, the choice, the option order
 
-def _word_done(rows:Rows, r:int, word:list, tok:int)->bool:
-    "Whether reading `tok` after `word` ends the word (`tok` is then the next word's first token, or EOS)."
-    return bool(word) and (tok in rows.engine.eos_ids or len(word) > MAX_EXTRA or starts_word(token_text(rows.engine, rows.history[r], tok)))
+def _word_done(rows:Rows, r:int, word:list, tok:int, history:list|None=None)->bool:
+    "Whether reading `tok` after `word` ends the word (`tok` is then the next word's first token, or EOS); `history`: the row's tokens before `tok` if not all it was fed."
+    h = rows.history[r] if history is None else history
+    return bool(word) and (tok in rows.engine.eos_ids or len(word) > MAX_EXTRA or starts_word(token_text(rows.engine, h, tok)))
 
 # %% ../../nbs/methods/36_api_mentor_collab.ipynb #e3889d67
 def judge_prompt(task_prompt:str, so_far:str, option_a:str, option_b:str)->str:
@@ -131,10 +142,11 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
                   patch_size:int=16,      # tokens each model writes on disagreement (a patch never ends inside the proposed word)
                   batch_size:int=16,      # rows decoded together
                   shuffle:bool=True,      # show the two patches in a seeded random order (False: the generator's is A)
+                  verify:bool=True,       # a consulted mentor reads the generator's word with what it missed and checks it in that forward
                  )->list[dict]:
     "Mentor collaboration; per request {'text', 'finish', 'trace': {'decisions', 'consulted', 'draws', 'events'}}."
     reqs = [as_request(r) for r in requests]
-    lens = [len(x[1]) for x in render_prompts(generator.tokenizer, reqs)]   # one batched tokenizer call
+    lens = [sum(len(str(m['content'])) for m in r.chat_messages()) + len(r.prefix) for r in reqs]   # characters sort by length as well as tokens, without a render
     order = sorted(range(len(reqs)), key=lambda i: lens[i])
     out = [None] * len(reqs)
     with generator.threads():   # the engine's CPU thread policy for the per-step tensor work too
@@ -145,13 +157,14 @@ def mentor_decode(generator:HFEngine,     # writes greedily, word by word
             G = Rows(generator, batch, room)
             generator.remember(G.state)   # judge prompts begin with the task prompt: a judge reading with the generator reuses its keys/values
             rows = _collab_batch(G, Rows(mentor, batch, room), batch, lambda items: judge([(idx[r], *x) for r, *x in items]),
-                                 max_new_tokens, p_consult, patch_size, shuffle)
+                                 max_new_tokens, p_consult, patch_size, shuffle, verify)
             for i, row in zip(idx, rows):
                 out[i] = {'text': row.text, 'finish': row.finish,
                           'trace': {'decisions': len(row.draws), 'consulted': row.draws.count('1'), 'draws': row.draws, 'events': row.events}}
     return out
 
-def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int, p_consult:float, patch_size:int, shuffle:bool)->list:
+def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int, p_consult:float, patch_size:int, shuffle:bool,
+                  verify:bool=True)->list:
     "Decode one batch tick by tick: every tick is at most one forward of each model, each row advancing through its own phase."
     gen, men = G.engine, M.engine
     S = [CollabRow(random.Random(derive_seed(r.seed if r.seed is not None else r.key(), 'mentor-consult'))) for r in batch]
@@ -167,7 +180,7 @@ def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int
         if eos: x.done, x.finish = True, 'stop'
         elif x.used >= max_new_tokens: x.done = True
 
-    def step(r, fg:dict, fm:dict, waiting:list)->None:
+    def step(r, fg:dict, fm:dict, waiting:list, check:set)->None:
         "Advance row r by what this tick's logits allow; record the tokens it feeds."
         x = S[r]
         if x.phase == 'g':
@@ -179,13 +192,23 @@ def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int
             if x.draws[-1] == '0':
                 piece = G.text(r, x.gw)
                 commit(r, piece, x.gw[-1] in gen.eos_ids, own(x.gw)); x.pending += piece; x.gw = []
-                if not x.done: step(r, fg, fm, waiting)                   # `tok` starts the next word (same logits)
+                if not x.done: step(r, fg, fm, waiting, check)            # `tok` starts the next word (same logits)
                 return
             x.phase, x.mw = 'm', []
             ids = encode_text(men, x.pending); x.pending = ''
+            guess = encode_text(men, G.text(r, x.gw)) if verify and x.gw[-1] not in gen.eos_ids else []
+            if guess:                                                       # what it missed and the generator's word, in one forward
+                x.guess = (len(ids), guess, None if ids else m_next[r]); fm[r] = ids + guess; check.add(r); return
             if ids: fm[r] = ids; return                                     # the mentor reads what it missed first
-            step(r, fg, fm, waiting); return
+            step(r, fg, fm, waiting, check); return
         if x.phase == 'm':
+            if x.guess is not None:   # the mentor's own greedy word follows the guess for j tokens: keep those, forget the rest
+                n, guess, first = x.guess; x.guess = None
+                after = M.picks.pop(r)
+                seq = [after[n - 1] if n else first] + after[n:]          # seq[j]: its greedy token after reading j guessed tokens
+                base, j = M.history[r][:len(M.history[r]) - len(guess)], 0
+                while j < len(guess) and seq[j] == guess[j] and not _word_done(M, r, guess[:j], seq[j], base + guess[:j]): j += 1
+                M.rollback(r, len(guess) - j); M.set_next(r, seq[j]); x.mw = guess[:j]
             tok = m_next[r]
             if not _word_done(M, r, x.mw, tok):
                 x.mw.append(tok)
@@ -193,7 +216,7 @@ def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int
             g_eos, m_eos = x.gw[-1] in gen.eos_ids, x.mw[-1] in men.eos_ids
             if (G.text(r, x.gw), g_eos) == (M.text(r, x.mw), m_eos):       # the same word: keep it, both models have read it
                 commit(r, G.text(r, x.gw), g_eos, own(x.gw)); x.gw, x.mw, x.phase = [], [], 'g'
-                if not x.done: step(r, fg, fm, waiting)
+                if not x.done: step(r, fg, fm, waiting, check)
                 return
             x.phase = 'patch'
         if x.phase == 'patch':                                              # both continue their own word to a patch
@@ -208,11 +231,11 @@ def _collab_batch(G:Rows, M:Rows, batch:list, judge:Callable, max_new_tokens:int
         active = [r for r in range(len(S)) if not S[r].done]
         if not active: break
         g_next, m_next = G.argmax(), M.argmax()
-        fg, fm, waiting = {}, {}, []
+        fg, fm, waiting, check = {}, {}, [], set()
         for r in active:
             if S[r].carry is not None: fg[r], S[r].carry = S[r].carry, None; continue   # read the mentor's patch before going on
-            step(r, fg, fm, waiting)
-        G.feed(fg); M.feed(fm)
+            step(r, fg, fm, waiting, check)
+        G.feed(fg); M.feed(fm, check)
         if not waiting: continue
         swap = {r: shuffle and S[r].rng.random() < 0.5 for r in waiting}  # the mentor's patch is option A half of the time
         opts = {r: (G.text(r, S[r].gw), M.text(r, S[r].mw)) for r in waiting}
