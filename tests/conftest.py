@@ -8,6 +8,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / 'shared' / 'data' / 'moco'
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # nothing reaches the hub unless a test says so
+# pytest-xdist workers (`-n N`) share the cores: each takes its share of threads, set before anything imports torch
+# (two processes of two threads each on two cores spin against each other in OpenMP's barriers)
+if os.environ.get('PYTEST_XDIST_WORKER') and not os.environ.get('OMP_NUM_THREADS'):
+    os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 1)))
 if SHARED_DATA.is_dir() and not os.environ.get('MOCO_DATA_DIR'): os.environ['MOCO_DATA_DIR'] = str(SHARED_DATA)
 
 def pytest_addoption(parser):
