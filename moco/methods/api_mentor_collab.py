@@ -53,8 +53,9 @@ class Rows:
         for r, x in ids.items(): self.history[r].extend(x)
         B = len(self.history)
         if all(len(x) == 1 for x in ids.values()) and len(ids) > B // 2:   # most rows: one whole-batch forward (cheaper than gathering them)
-            picks = self.engine.advance(self.state, [ids.get(r, []) for r in range(B)], greedy=bool(verify & ids.keys()))
-            self.picks.update({r: picks[r] for r in verify & ids.keys()})
+            want = verify & ids.keys()
+            picks = self.engine.advance(self.state, [ids.get(r, []) for r in range(B)], greedy=bool(want))
+            self.picks.update({r: picks[r] for r in want})
             return
         # only the rows fed go through the model; one-token feeds and longer ones (a patch, a catch-up) together when
         # padding them to one width stays small (one forward instead of two), else apart, so that neither a few rows
