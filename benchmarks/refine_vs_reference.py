@@ -114,7 +114,8 @@ def flops(stats:dict, dims:dict)->dict:
     pre = stats['prefill_tokens'] * d['linear_flops_per_token'] + stats['prefill_attention_pairs'] * d['attn_flops_per_pair']
     full = stats['prompt_tokens'] * d['linear_flops_per_token'] + stats['prompt_attention_pairs'] * d['attn_flops_per_pair']
     dec = rows * (d['linear_flops_per_token'] + d['lm_head_flops']) + stats['decode_attention_pairs'] * d['attn_flops_per_pair']
-    return {'prefill': pre, 'prefill_full': full, 'decode': dec, 'decode_kv_bytes': stats['decode_attention_pairs'] * d['kv_bytes_per_token']}
+    return {'prefill': pre, 'prefill_attention': stats['prefill_attention_pairs'] * d['attn_flops_per_pair'], 'prefill_full': full, 'decode': dec,
+            'decode_kv_bytes': stats['decode_attention_pairs'] * d['kv_bytes_per_token']}
 
 def med(xs): return statistics.median(xs)
 
@@ -178,7 +179,7 @@ def main():
     # ---- against the hardware (the median cold run's engine counters)
     mid = sorted(range(len(cold_results)), key=lambda i: rows['moco cold'][i])[len(cold_results) // 2]
     res = cold_results[mid]
-    tot = {'prefill': 0, 'prefill_full': 0, 'decode': 0, 'decode_kv_bytes': 0}
+    tot = {'prefill': 0, 'prefill_attention': 0, 'prefill_full': 0, 'decode': 0, 'decode_kv_bytes': 0}
     secs = {'prefill': 0.0, 'decode': 0.0}
     for m, st in res['cost']['engines'].items():
         f = flops(st, model_dims(Path(m)))
@@ -200,6 +201,11 @@ def main():
     lines_out(f"FLOOR engine time / compute floor = {engine:.2f} / {floor:.2f} s = {engine / floor:.1f}x; with the decode memory floor "
               f"({tot['prefill'] / mm + max(tot['decode'] / mm, floor_mem):.2f} s) {engine / (tot['prefill'] / mm + max(tot['decode'] / mm, floor_mem)):.1f}x; "
               f"whole cold process / compute floor = {cold / floor:.1f}x  (target <= 2x)")
+    att = hw['attention_gflops'] * 1e9
+    kern = (tot['prefill'] - tot['prefill_attention']) / mm + tot['prefill_attention'] / att + max(tot['decode'] / mm, floor_mem)
+    lines_out(f"KERNELS the same work at the rates this machine's exact fp32 kernels reach (prefill attention at the measured causal-attention "
+              f"rate, {hw['attention_gflops']:.0f} GFLOP/s; the rest at the matmul rate; decode at its memory floor) = {kern:.2f} s: "
+              f"engine {engine / kern:.1f}x that; the compute floor is {kern / floor:.1f}x below it")
     if a.throughput:
         import contextlib, io
         sys.path.insert(0, str(ROOT / 'benchmarks'))

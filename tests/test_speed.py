@@ -33,6 +33,24 @@ def test_prefix_reuse_keeps_every_output(models, tmp_path, temperature):
     assert off['prompt_tokens'] == on['prompt_tokens'] and off['prefill_tokens_computed'] == off['prompt_tokens']
     assert on['prefill_tokens_computed'] < 0.75 * on['prompt_tokens']   # rounds 2 and the summary reuse round 1's task prompt
 
+@pytest.mark.parametrize('temperature', [0, 0.8])
+def test_own_decode_loop_keeps_every_output(models, tmp_path, temperature, monkeypatch):
+    "The refine job decoded by the engine's own loop and by transformers' `generate`: the same outputs and traces."
+    from moco.run import run
+    from moco.engines.hf import HFEngine
+    calls = []
+    decode = HFEngine._decode
+    monkeypatch.setattr(HFEngine, '_decode', lambda self, *a, **k: calls.append(1) or decode(self, *a, **k))
+    samples = {}
+    for own in (True, False):
+        monkeypatch.setattr(HFEngine, 'own_decode', own)
+        r = run(_cfg(models, tmp_path / f'cache{own}', temperature), output_dir=tmp_path / f'run{own}', progress=False)
+        samples[own] = [json.loads(l) for l in (r.path / 'samples.jsonl').read_text().splitlines()]
+        if own: assert calls, "the job's batches were expected to go through the engine's own decoding loop"
+        else: n_own = len(calls)
+    assert len(calls) == n_own   # with own_decode off, every batch went through generate
+    assert [(s['output'], s['trace']) for s in samples[True]] == [(s['output'], s['trace']) for s in samples[False]]
+
 def test_cached_run_imports_neither_torch_nor_transformers(models, tmp_path):
     "A rerun served from the cache never loads a model, so it must not import torch or transformers either."
     cfg = tmp_path / 'c.json'; cfg.write_text(json.dumps(_cfg(models, tmp_path / 'cache', 0.8)))
