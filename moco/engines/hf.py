@@ -14,11 +14,12 @@ from ..providers import provided
 
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
-           'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available',
-           'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler',
-           'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
+           'GREEDY_NEUTRAL', 'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path',
+           'check_model_available', 'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators',
+           'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
            'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache',
-           'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine', 'DecodeState', 'match_label', 'state_digest']
+           'plain_greedy', 'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine', 'DecodeState', 'match_label',
+           'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -454,6 +455,19 @@ def reserved_cache(rows:list, width:int, extra:int):
     cache.layers = layers
     return cache
 
+GREEDY_NEUTRAL = frozenset({'bos_token_id', 'eos_token_id', 'pad_token_id', 'decoder_start_token_id', 'transformers_version', '_from_model_config',
+                            'use_cache', 'max_length', 'output_attentions', 'output_hidden_states',
+                            'do_sample', 'temperature', 'top_k', 'top_p', 'min_p', 'typical_p', 'epsilon_cutoff', 'eta_cutoff'})
+# generation-config entries that leave `generate(do_sample=False, max_new_tokens=...)` a plain greedy loop: token ids, bookkeeping,
+# and sampling settings (ignored: the engine always asks for do_sample=False and samples in its own logits processor)
+
+def plain_greedy(generation_config)->bool:
+    "Whether a model's generation config adds nothing to `generate`'s greedy loop as the engine calls it: no logits processor (a repetition penalty, say), beam search or stopping rule of its own -- `generate` fills the engine's unset fields from it."
+    if generation_config is None: return True
+    try: diff = generation_config.to_diff_dict()
+    except Exception: return False
+    return set(diff) <= GREEDY_NEUTRAL and not diff.get('output_attentions') and not diff.get('output_hidden_states')
+
 def left_padded(seqs:list, pad:int, device='cpu', width:int|None=None)->tuple:
     "`(ids, mask)`: token-id lists as one left-padded (B, width) int64 batch and its attention mask, built from arrays (a padded list of lists through `torch.tensor` costs ~20 ms for 8 rows of 5,000 tokens)."
     import torch
@@ -496,7 +510,7 @@ def _cast_loaded(model, dtype):
 class HFEngine(Engine):
     "A transformers causal LM (optionally with a LoRA adapter), loaded once, generating in padded batches."
     kind = 'hf'
-    own_decode = True   # decode a row-by-row prefilled batch through the lean forward with `_decode` rather than `generate` (the same tokens)
+    own_decode = True   # decode a row-by-row prefilled batch through the lean forward with `_decode` rather than `generate` (the same tokens; not when the model's generation config adds to greedy decoding, see `plain_greedy`)
     capabilities = frozenset({'text', 'chat', 'logprobs', 'logits', 'weights', 'train'})
 
     def __init__(self, model:str|ModelRef,  # config name, folder, hub id, or a resolved ModelRef
@@ -574,6 +588,7 @@ class HFEngine(Engine):
         order = sorted(range(len(reqs)), key=lambda i: len(rendered[i][1]))
         out = [None] * len(reqs)
         pad = self.tokenizer.pad_token_id
+        own = self.own_decode and params.max_new_tokens > 0 and getattr(self.model.forward, 'lean', False) and plain_greedy(getattr(self.model, 'generation_config', None))
         gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
                                 pad_token_id=pad, bos_token_id=self.tokenizer.bos_token_id)
         for start in range(0, len(order), self.batch_size):
@@ -588,7 +603,7 @@ class HFEngine(Engine):
                 pre = self._prefill_rows(ids, params.max_new_tokens) if prefill_by_rows([len(x) for x in ids], self.device) else None
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
                 t1 = time.perf_counter()
-                if cache is not None and self.own_decode and params.max_new_tokens > 0 and getattr(self.model.forward, 'lean', False):
+                if cache is not None and own:   # `generate`'s loop without its machinery (same tokens; see `_decode`)
                     gen = self._decode(input_ids, mask, cache, params.max_new_tokens, sampler)
                 else:
                     gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
