@@ -762,10 +762,10 @@ def _start_after_prefixes(self:HFEngine, ids:list, hits:list, reserve:int)->Deco
     dev = self.device
     with torch.inference_mode(), self.threads():
         cache = reserved_cache(rows, P, S + reserve)
-        inc = torch.tensor([[0] * (S - len(t)) + [1] * len(t) for t in rest], device=dev)
-        mask = torch.cat([torch.tensor([[0] * (P - n) + [1] * n for n in ns], device=dev), inc], 1)
+        rest_ids, inc = left_padded(rest, pad, dev, S)
+        mask = torch.cat([(torch.arange(P, device=dev) >= P - torch.tensor(ns, device=dev)[:, None]).long(), inc], 1)   # each row's stored prefix, right-aligned
         pos = torch.tensor(ns, device=dev)[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
-        out = self.model(input_ids=torch.tensor([[pad] * (S - len(t)) + t for t in rest], device=dev), attention_mask=mask,
+        out = self.model(input_ids=rest_ids, attention_mask=mask,
                          position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
     self._count(ids, [len(t) for t in rest], True, 0, 0.0, 0.0, 0.0)
     return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids], ids)
@@ -804,8 +804,7 @@ def advance(self:HFEngine, state:DecodeState, tokens,
             out = self.advance(state, feed, greedy=greedy)
             return [out[r] for r in rows] if greedy else None
         return _advance_rows(self, state, tokens, list(rows), kv, width, pad, greedy)
-    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=self.device)
-    inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=self.device)
+    ids, inc = left_padded([list(t) for t in tokens], pad, self.device, width)
     pos = (state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0))
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
     fed = inc.sum(-1)
@@ -838,8 +837,7 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
     from transformers import DynamicCache
     dev, B = self.device, state.mask.shape[0]
     idx = torch.tensor(rows, device=dev)
-    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=dev)
-    inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=dev)
+    ids, inc = left_padded([list(t) for t in tokens], pad, dev, width)
     full_inc = torch.zeros((B, width), dtype=state.mask.dtype, device=dev); full_inc[idx] = inc.to(state.mask.dtype)
     state.mask = torch.cat([state.mask, full_inc], -1)
     pos = state.next_pos[idx][:, None] + (inc.cumsum(-1) - 1).clamp_min(0)

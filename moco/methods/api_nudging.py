@@ -8,7 +8,7 @@ import hashlib, json, math, weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, ConfigError
-from ..engines.hf import HFEngine, DecodeState, choose_tokens, row_generators, _out_cache
+from ..engines.hf import HFEngine, DecodeState, choose_tokens, row_generators, _out_cache, left_padded
 from ..method import Method, MethodResult, Requirements, RunContext, register
 
 # %% auto #0
@@ -52,8 +52,7 @@ def start_last(engine:HFEngine, requests:Sequence)->DecodeState:
     import torch
     ids = [engine.render(r)[1] for r in requests]
     pad, width = engine.tokenizer.pad_token_id, max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=engine.device)
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=engine.device)
+    input_ids, mask = left_padded(ids, pad, engine.device, width)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), engine.threads():
         out = engine.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
@@ -64,8 +63,7 @@ def advance_last(engine:HFEngine, state:DecodeState, tokens:list)->None:
     import torch
     width, pad = max(len(t) for t in tokens), engine.tokenizer.pad_token_id
     if width == 0: return
-    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in tokens], device=engine.device)
-    inc = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tokens], device=engine.device)
+    ids, inc = left_padded([list(t) for t in tokens], pad, engine.device, width)
     pos = state.next_pos[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
     state.mask = torch.cat([state.mask, inc.to(state.mask.dtype)], -1)
     with torch.inference_mode(), engine.threads():
