@@ -69,3 +69,23 @@ def test_cached_run_imports_neither_torch_nor_transformers(models, tmp_path):
     assert got['versions']['torch'] == torch.__version__ and got['versions']['transformers'] == transformers.__version__
     out = lambda d: [json.loads(l)['output'] for l in (tmp_path / d / 'samples.jsonl').read_text().splitlines()]
     assert out('r1') == out('r2')
+
+HEAVY = ('torch._dynamo', 'torch.distributed.tensor', 'scipy.optimize', 'transformers.modeling_utils', 'transformers.models.llama.modeling_llama')
+
+@pytest.mark.parametrize('temperature', [0, 0.8])
+def test_light_load_keeps_every_output_and_skips_modeling_imports(models, tmp_path, temperature):
+    "On a fresh installation (empty `$MOCO_HOME`) the first run loads its models through transformers and records their light-load verification; a second process loads them light, never imports transformers' modeling code (nor torch._dynamo, torch.distributed.tensor, scipy.optimize), and gives the same outputs and traces."
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'MOCO_HOME': str(tmp_path / 'home')}
+    probe = ("import sys, json; from moco.run import run; r = run(json.loads(sys.argv[1]), output_dir=sys.argv[2], progress=False); "
+             f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))")
+    got = {}
+    for i in (1, 2):
+        cfg = json.dumps(_cfg(models, tmp_path / f'cache{i}', temperature))   # a cold generation cache each time
+        p = subprocess.run([sys.executable, '-c', probe, cfg, str(tmp_path / f'r{i}')], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        got[i] = json.loads(p.stdout.strip().splitlines()[-1])
+    assert all(got[1].values()), got[1]                # the first process verified through transformers' model
+    assert not any(got[2].values()), got[2]            # the second loaded light
+    assert len(json.loads((tmp_path / 'home' / 'light-load.json').read_text())) == 1   # the two models share configuration and tokenizer files
+    out = lambda d: [(s['output'], s['trace']) for s in map(json.loads, (tmp_path / d / 'samples.jsonl').read_text().splitlines())]
+    assert out('r1') == out('r2')

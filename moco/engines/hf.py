@@ -107,7 +107,8 @@ class Engine:
 
     def context_limit(self)->int|None:
         "Most tokens (prompt and answer together) the model attends to, or None when the engine cannot tell."
-        model_cfg = getattr(getattr(self, 'model', None), 'config', None)
+        net = self.__dict__['_net'] if '_net' in self.__dict__ else getattr(self, 'model', None)   # not `model`: that swaps a light model for transformers'
+        model_cfg = getattr(net, 'config', None)
         for v in (getattr(self, 'max_model_len', None), getattr(model_cfg, 'max_position_embeddings', None)):
             if isinstance(v, int) and v > 0: return v
         return None
@@ -525,7 +526,6 @@ class HFEngine(Engine):
                  lean:bool=True,             # on CPU, run Llama-architecture models through `lean_forward` (bit-identical logits, less per-call overhead)
                 ):
         import torch, transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         transformers.utils.logging.disable_progress_bar()
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.name, self.batch_size = name or self.ref.name, batch_size
@@ -533,25 +533,39 @@ class HFEngine(Engine):
         self.device = pick_device(device); self.dtype = pick_dtype(dtype, self.device)
         t0 = time.time()
         tok_src = tokenizer_source(self.ref)
-        try:
-            if loaded is not None: self.tokenizer, self.model = loaded[1], _cast_loaded(loaded[0], self.dtype)
-            else:
-                self.tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
-                self.model = AutoModelForCausalLM.from_pretrained(self.ref.base, dtype=self.dtype, trust_remote_code=trust_remote_code)
-                if self.ref.adapter:
-                    try: from peft import PeftModel
-                    except ImportError: raise EngineError("Loading a LoRA adapter needs peft; pip install 'moco-collab[train]'.") from None
-                    self.model = PeftModel.from_pretrained(self.model, self.ref.adapter)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"Could not load model {self.name!r} from {self.ref.base}: {str(e).splitlines()[0]}") from None
-        self.model.to(self.device).eval()
-        if lean and self.device == 'cpu':
-            from moco.engines.lean import use_lean_forward, LEAN_ARCHITECTURES
-            why = use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
-            if why and type(self.model).__name__ in LEAN_ARCHITECTURES: log.info(f"{self.name}: transformers' own forward ({why})")
+        self._net, key = None, None
+        if lean and self.device == 'cpu' and loaded is None and not self.ref.adapter and not trust_remote_code:
+            from moco.engines.lean import light_unsupported, light_key, light_verified, load_light
+            if light_unsupported(self.ref.base) is None:   # transformers' modeling code not imported when verified here before
+                key = light_key(self.ref.base, self.dtype)
+                try: got = load_light(self.ref.base, self.dtype) if light_verified(key) else None
+                except Exception as e: got = None; log.info(f"{self.name}: loading through transformers ({type(e).__name__}: {e})")
+                if got is not None: self.model, self.tokenizer = got
+        if self._net is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            try:
+                if loaded is not None: self.tokenizer, self.model = loaded[1], _cast_loaded(loaded[0], self.dtype)
+                else:
+                    self.tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
+                    self.model = AutoModelForCausalLM.from_pretrained(self.ref.base, dtype=self.dtype, trust_remote_code=trust_remote_code)
+                    if self.ref.adapter:
+                        try: from peft import PeftModel
+                        except ImportError: raise EngineError("Loading a LoRA adapter needs peft; pip install 'moco-collab[train]'.") from None
+                        self.model = PeftModel.from_pretrained(self.model, self.ref.adapter)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"Could not load model {self.name!r} from {self.ref.base}: {str(e).splitlines()[0]}") from None
+            self.model.to(self.device).eval()
+            if lean and self.device == 'cpu':
+                from moco.engines.lean import use_lean_forward, verify_light, record_light, LEAN_ARCHITECTURES
+                why = use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
+                if why and type(self.model).__name__ in LEAN_ARCHITECTURES: log.info(f"{self.name}: transformers' own forward ({why})")
+                if why is None and key is not None:   # verify the light load once on this installation (see `load_light`)
+                    why = verify_light(self.model, self.tokenizer, self.ref.base, self.dtype)
+                    if why is None: record_light(key, self.ref.base)
+                    else: log.info(f"{self.name}: not loaded light next time ({why})")
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
-        self._cache_kw = _cache_arg(self.model)
+        self._cache_kw = _cache_arg(self._net)
         self.cpu_threads = cpu_threads
         self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
         self.prefix = PrefixKV(prefix_cache_gb * 2**30) if prefix_cache_gb and prefix_cache_gb > 0 else None
@@ -560,9 +574,20 @@ class HFEngine(Engine):
         log.info(f"loaded model {self.name} ({self.ref.base}{' + ' + self.ref.adapter if self.ref.adapter else ''}) "
                  f"on {self.device} as {str(self.dtype).replace('torch.', '')} in {self.load_seconds:.1f}s")
 
+    @property
+    def model(self):
+        "The transformers model. A model loaded light (`load_light`) is swapped here for the transformers model of the same files on first use (identical results; the engine's own generation paths use the light one directly, as `_net`)."
+        net = self.__dict__.get('_net')
+        if getattr(net, 'light', False):
+            net = self.__dict__['_net'] = net.hf().to(self.device)
+        return net
+
+    @model.setter
+    def model(self, m): self.__dict__['_net'] = m
+
     def _eos_ids(self)->list:
         "Token ids that end a generation: the tokenizer's EOS, the model config's, and the chat template's end-of-turn."
-        return stop_token_ids(self.tokenizer, getattr(self.model, 'generation_config', None))
+        return stop_token_ids(self.tokenizer, getattr(self._net, 'generation_config', None))
 
     def fingerprint(self)->str:
         "Hash of the model's identity (see `model_fingerprint`), or the fingerprint given with weights swapped in (`swap_weights`)."
@@ -588,7 +613,7 @@ class HFEngine(Engine):
         order = sorted(range(len(reqs)), key=lambda i: len(rendered[i][1]))
         out = [None] * len(reqs)
         pad = self.tokenizer.pad_token_id
-        own = self.own_decode and params.max_new_tokens > 0 and getattr(self.model.forward, 'lean', False) and plain_greedy(getattr(self.model, 'generation_config', None))
+        own = self.own_decode and params.max_new_tokens > 0 and getattr(self._net.forward, 'lean', False) and plain_greedy(getattr(self._net, 'generation_config', None))
         gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
                                 pad_token_id=pad, bos_token_id=self.tokenizer.bos_token_id)
         for start in range(0, len(order), self.batch_size):
@@ -603,7 +628,7 @@ class HFEngine(Engine):
                 pre = self._prefill_rows(ids, params.max_new_tokens) if prefill_by_rows([len(x) for x in ids], self.device) else None
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
                 t1 = time.perf_counter()
-                if cache is not None and own:   # `generate`'s loop without its machinery (same tokens; see `_decode`)
+                if own:   # `generate`'s loop without its machinery (same tokens; see `_decode`)
                     gen = self._decode(input_ids, mask, cache, params.max_new_tokens, sampler)
                 else:
                     gen = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=gcfg,
@@ -617,20 +642,23 @@ class HFEngine(Engine):
         return out
 
     def _decode(self, input_ids, mask, cache, max_new:int, sampler):
-        "`generate`'s greedy loop over a cache holding all but each row's last prompt token, without its per-step machinery: the logits processor `sampler` (or argmax), EOS ends a row (then padding is fed), all rows ended or `max_new` tokens end the batch; the prompt and the tokens, as `generate` returns them."
+        "`generate`'s greedy loop, without its per-step machinery, over a cache holding all but each row's last prompt token, or with no cache over the whole left-padded prompt: the logits processor `sampler` (or argmax), EOS ends a row (then padding is fed), all rows ended or `max_new` tokens end the batch; the prompt and the tokens, as `generate` returns them."
         import torch
         eos = torch.tensor(self.eos_ids, device=self.device)
         pad = torch.tensor(self.tokenizer.pad_token_id, device=self.device)
-        live, cur, toks = torch.ones(mask.shape[0], dtype=torch.bool, device=self.device), input_ids[:, -1:], []
-        pos = mask.sum(-1, keepdim=True) - 1   # generate's position ids: the row's own token count (left padding not counted)
+        live, toks = torch.ones(mask.shape[0], dtype=torch.bool, device=self.device), []
+        if cache is None:   # the whole prompt first, at generate's position ids (a token's count of real tokens before it; padding at 0)
+            cur, pos = input_ids, (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        else: cur, pos = input_ids[:, -1:], mask.sum(-1, keepdim=True) - 1   # the row's own token count (left padding not counted)
         for step in range(max_new):
-            out = self.model(input_ids=cur, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+            out = self._net(input_ids=cur, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **({self._cache_kw: cache} if cache is not None else {}))
+            cache = _out_cache(out)
             scores = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             nxt = torch.where(live, (sampler(None, scores) if sampler is not None else scores).argmax(-1), pad)
             toks.append(nxt)
             live = live & ~torch.isin(nxt, eos)
             if step + 1 == max_new or not bool(live.any()): break
-            cur, pos, mask = nxt[:, None], pos + 1, torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+            cur, pos, mask = nxt[:, None], pos[:, -1:] + 1, torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
         return torch.cat([input_ids, torch.stack(toks, 1)], 1)
 
     def _count(self, ids:list, computed:list, rows:bool, steps:int, t0:float, t1:float, t2:float)->None:
@@ -661,7 +689,7 @@ class HFEngine(Engine):
                     past = DynamicCache()
                     for j, (k, v) in enumerate(hit): past.update(k[:, :, :n], v[:, :, :n], j)
                     kw = {self._cache_kw: past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
-                c = _out_cache(self.model(input_ids=left_padded([x[n:]], 0, self.device)[0], use_cache=True, logits_to_keep=1, **kw))
+                c = _out_cache(self._net(input_ids=left_padded([x[n:]], 0, self.device)[0], use_cache=True, logits_to_keep=1, **kw))
                 kv = _cache_kv(c)
                 if kv is None:
                     self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
@@ -684,7 +712,7 @@ class HFEngine(Engine):
 
     def memory_bytes(self)->int:
         "Bytes held by the model's parameters and buffers."
-        m = self.model
+        m = self._net
         return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers())) if m is not None else 0
 
     def close(self)->None:
@@ -731,12 +759,12 @@ def start(self:HFEngine, requests:Sequence,
             if pre is not None:
                 cache, computed = pre
                 last = torch.tensor([[x[-1]] for x in ids], device=self.device)
-                out = self.model(input_ids=last, attention_mask=mask, position_ids=pos[:, -1:], use_cache=True, logits_to_keep=1,
+                out = self._net(input_ids=last, attention_mask=mask, position_ids=pos[:, -1:], use_cache=True, logits_to_keep=1,
                                  **{self._cache_kw: cache})
                 self._count(ids, computed, True, 0, 0.0, 0.0, 0.0)
                 return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids], ids)
     with torch.inference_mode(), self.threads():
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        out = self._net(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1].float()
         cache = _out_cache(out)
         kv = _cache_kv(cache) if reserve > 0 else None
@@ -765,7 +793,7 @@ def _start_after_prefixes(self:HFEngine, ids:list, hits:list, reserve:int)->Deco
         rest_ids, inc = left_padded(rest, pad, dev, S)
         mask = torch.cat([(torch.arange(P, device=dev) >= P - torch.tensor(ns, device=dev)[:, None]).long(), inc], 1)   # each row's stored prefix, right-aligned
         pos = torch.tensor(ns, device=dev)[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
-        out = self.model(input_ids=rest_ids, attention_mask=mask,
+        out = self._net(input_ids=rest_ids, attention_mask=mask,
                          position_ids=pos, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
     self._count(ids, [len(t) for t in rest], True, 0, 0.0, 0.0, 0.0)
     return DecodeState(_out_cache(out), mask, pos[:, -1] + 1, out.logits[:, -1].float(), [len(x) for x in ids], ids)
@@ -810,7 +838,7 @@ def advance(self:HFEngine, state:DecodeState, tokens,
     fed = inc.sum(-1)
     with self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=width if greedy else 1,
+            out = self._net(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=width if greedy else 1,
                              **{self._cache_kw: state.cache})
             state.cache = _out_cache(out)
             state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
@@ -850,7 +878,7 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
                           for l in state.cache.layers]
         else:
             for j, (k, v) in enumerate(kv): sub.update(k.index_select(0, idx), v.index_select(0, idx), j)   # index_select: ~3x faster than k[idx]
-        out = self.model(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True,
+        out = self._net(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True,
                          logits_to_keep=width if greedy else 1, **{self._cache_kw: sub})
         new = _layers_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
@@ -918,14 +946,14 @@ def label_logprobs(self:HFEngine, requests:Sequence, labels:Sequence[str])->list
             pre = [rows[i][0] for i in idx]; w = max(map(len, pre))
             ids, mask = left_padded(pre, pad, self.device, w)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
-            o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            o = self._net(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             first = torch.log_softmax(o.logits[:, -1].float(), -1)        # predicts every suffix's first token
             cache = _out_cache(o); cache.batch_repeat_interleave(L)        # one copy of each prompt's keys and values per label
             sufs = [s for i in idx for s, _ in rows[i][1]]; sw = max(map(len, sufs))
             sids = torch.tensor([s + [pad] * (sw - len(s)) for s in sufs], device=self.device)
             smask = torch.tensor([[1] * len(s) + [0] * (sw - len(s)) for s in sufs], device=self.device)
             spos = pos[:, -1:].repeat_interleave(L, 0) + 1 + torch.arange(sw, device=self.device)[None]
-            lp = torch.log_softmax(self.model(input_ids=sids, attention_mask=torch.cat([mask.repeat_interleave(L, 0), smask], 1),
+            lp = torch.log_softmax(self._net(input_ids=sids, attention_mask=torch.cat([mask.repeat_interleave(L, 0), smask], 1),
                                               position_ids=spos, use_cache=True, **{self._cache_kw: cache}).logits.float(), -1)
             for a, i in enumerate(idx):
                 for l, (s, off) in enumerate(rows[i][1]):

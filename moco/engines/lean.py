@@ -5,10 +5,13 @@
 # %% ../../nbs/engines/04d_lean.ipynb #d2c1c2b5
 from __future__ import annotations
 import os
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'lean_unsupported', 'sdpa_mask_rule', 'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe',
-           'use_lean_forward']
+__all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_PROBE_TEXT', 'lean_unsupported', 'sdpa_mask_rule',
+           'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward', 'light_unsupported',
+           'light_tensor_names', 'load_light', 'light_key', 'light_records', 'light_verified', 'record_light',
+           'verify_light']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -126,12 +129,13 @@ class LeanForward:
         def fallback():
             kw = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
                       labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep)
-            if cache is not None: kw[self.cache_kw] = cache
-            return type(model).forward(model, **kw)
+            target = model.hf() if getattr(model, 'light', False) else model   # a `LightLlama` has no forward of its own: transformers' model of the same files
+            if cache is not None: kw[self.cache_kw if target is model else cache_arg(target)] = cache
+            return type(target).forward(target, **kw)
         if (input_ids is None or inputs_embeds is not None or labels is not None or model.training or not self.intact()
                 or any(k not in _PASSIVE or (k in _FLAGS and v) for k, v in kwargs.items())):
             return fallback()
-        if cache is None and use_cache: cache = DynamicCache(config=cfg)
+        if cache is None and use_cache: cache = DynamicCache() if getattr(model, 'light', False) else DynamicCache(config=cfg)   # the same full-attention layers
         if cache is not None and not _plain_cache(cache): return fallback()
         if cache is None and position_ids is not None and attention_mask is None: return fallback()   # transformers looks for packed sequences
         B, q = input_ids.shape
@@ -181,8 +185,8 @@ def lean_forward(model)->LeanForward|None:
     "A `LeanForward` for `model`, or None when `lean_unsupported(model)` names a reason."
     return None if lean_unsupported(model) else LeanForward(model)
 
-def lean_probe(model, lean)->str|None:
-    "Run the model's own forward and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
+def lean_probe(model, lean, own=None)->str|None:
+    "Run the model's own forward (or `own`) and `lean` on a small padded batch, a decoding step and a 3-token chunk after it; None when their logits agree bit for bit at every step, else what differed (the installed transformers computes differently)."
     import torch
     V = model.config.vocab_size
     ids = (torch.arange(2 * 7).view(2, 7) * 7919 + 3) % V
@@ -190,15 +194,15 @@ def lean_probe(model, lean)->str|None:
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     try:
         with torch.inference_mode():
-            outs = [f(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True) for f in (model.forward, lean)]
+            outs = [f(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True) for f in (own or model.forward, lean)]
             step = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             kw = cache_arg(model)
             cache = lambda o: o.cache if getattr(o, 'cache', None) is not None else o.past_key_values
             nxt = [f(input_ids=ids[:, :1], attention_mask=step, position_ids=pos[:, -1:] + 1, use_cache=True, **{kw: cache(o)})
-                   for f, o in zip((model.forward, lean), outs)]
+                   for f, o in zip((own or model.forward, lean), outs)]
             more = torch.cat([step, torch.ones_like(mask[:, :3])], 1)
             chunk = [f(input_ids=ids[:, 1:4], attention_mask=more, position_ids=pos[:, -1:] + 2 + torch.arange(3)[None], use_cache=True,
-                       **{kw: cache(o)}) for f, o in zip((model.forward, lean), nxt)]
+                       **{kw: cache(o)}) for f, o in zip((own or model.forward, lean), nxt)]
     except Exception as e: return f"{type(e).__name__}: {e}"
     for what, (a, b) in (('prefill', outs), ('decoding step', nxt), ('chunk after the cache', chunk)):
         if not torch.equal(a.logits, b.logits): return f"{what} logits differ by up to {(a.logits - b.logits).abs().max().item():.2e}"
@@ -213,3 +217,213 @@ def use_lean_forward(model)->str|None:
         why = lean_probe(model, lean)
         if why is None: model.forward = lean
     return why
+
+# %% ../../nbs/engines/04d_lean.ipynb #a1e7c0d2
+LIGHT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json')
+LIGHT_TOKENIZERS = ('TokenizersBackend', 'PreTrainedTokenizerFast')   # tokenizer classes `PreTrainedTokenizerFast.from_pretrained` loads as `AutoTokenizer` does
+
+def _read_json(p):
+    import json
+    return json.loads(Path(p).read_text())
+
+def light_unsupported(path)->str|None:
+    "Why `load_light` cannot load the model in folder `path`, or None when it can: a `LlamaForCausalLM` in one safetensors file with the default rotary embedding, SiLU, no remote code or quantisation, and a tokenizers-backed tokenizer."
+    p = Path(path)
+    if not p.is_dir(): return "not a local folder"
+    missing = [f for f in LIGHT_FILES if not (p / f).is_file()]
+    if missing: return f"no {missing[0]}"
+    try: cfg, tcfg = _read_json(p / 'config.json'), _read_json(p / 'tokenizer_config.json')
+    except ValueError as e: return f"unreadable configuration ({e})"
+    if cfg.get('architectures') != ['LlamaForCausalLM'] or cfg.get('model_type') != 'llama': return f"architecture {cfg.get('architectures')}"
+    rope = cfg.get('rope_parameters') or {}
+    if (cfg.get('rope_scaling') or rope.get('rope_type', 'default') != 'default' or 'rope_theta' not in rope
+            or rope.get('partial_rotary_factor', 1) != 1): return "a rotary embedding other than the default"
+    if cfg.get('hidden_act') != 'silu': return f"activation {cfg.get('hidden_act')!r}"
+    if cfg.get('pretraining_tp', 1) not in (None, 1): return "pretraining_tp > 1"
+    for k in ('auto_map', 'quantization_config', 'attn_implementation', '_attn_implementation', 'layer_types', 'sliding_window'):
+        if cfg.get(k) or tcfg.get(k): return f"configuration entry {k!r}"
+    if tcfg.get('tokenizer_class') not in LIGHT_TOKENIZERS: return f"tokenizer class {tcfg.get('tokenizer_class')!r}"
+    return None
+
+def _light_config(cfg:dict):
+    "The model configuration as attributes, with transformers' Llama defaults for the entries the lean forward reads."
+    from types import SimpleNamespace
+    c = dict(cfg)
+    c.setdefault('num_key_value_heads', None)
+    c['num_key_value_heads'] = c['num_key_value_heads'] or c['num_attention_heads']
+    c['head_dim'] = c.get('head_dim') or c['hidden_size'] // c['num_attention_heads']
+    for k, v in (('attention_bias', False), ('mlp_bias', False), ('tie_word_embeddings', False), ('rms_norm_eps', 1e-6), ('pad_token_id', None)):
+        c.setdefault(k, v)
+    return SimpleNamespace(**c)
+
+def light_tensor_names(cfg)->list:
+    "The tensor names a checkpoint of this configuration holds, in `state_dict` order (transformers' names)."
+    names = ['model.embed_tokens.weight']
+    for j in range(cfg.num_hidden_layers):
+        b = f'model.layers.{j}.'
+        for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj'):
+            names.append(b + f'self_attn.{n}.weight')
+            if cfg.attention_bias: names.append(b + f'self_attn.{n}.bias')
+        for n in ('gate_proj', 'up_proj', 'down_proj'):
+            names.append(b + f'mlp.{n}.weight')
+            if cfg.mlp_bias: names.append(b + f'mlp.{n}.bias')
+        names += [b + 'input_layernorm.weight', b + 'post_attention_layernorm.weight']
+    names.append('model.norm.weight')
+    if not cfg.tie_word_embeddings: names.append('lm_head.weight')
+    return names
+
+_LIGHT = []
+def _light_class():
+    "`LightLlama`, defined on first use (torch is imported only then)."
+    if _LIGHT: return _LIGHT[0]
+    import torch
+    from torch import nn
+
+    def param(t): return nn.Parameter(t)   # requiring grad, as transformers' do: a product with such a weight can take another kernel path, even in inference mode
+    def made(cls, **attrs):   # a module of class `cls` holding `attrs`, without its constructor's random initialisation
+        m = cls.__new__(cls); nn.Module.__init__(m)
+        for k, v in attrs.items(): setattr(m, k, v)
+        return m
+    def linear(w, b=None):
+        return made(nn.Linear, in_features=w.shape[1], out_features=w.shape[0], weight=param(w), bias=None if b is None else param(b))
+    class Box(nn.Module):
+        "A named container of modules, parameters and attributes (the shape of transformers' Llama modules)."
+        def __init__(self, **kw):
+            super().__init__()
+            for k, v in kw.items(): setattr(self, k, v)
+    class LightLlama(nn.Module):
+        "A Llama causal LM built from its safetensors file without transformers' modeling code: transformers' module names and tensors, the lean forward installed, `hf()` the transformers model for anything else."
+        light = True
+        def __init__(self, path:str, cfg, tensors:dict, generation_config, dtype):
+            super().__init__()
+            object.__setattr__(self, '_hf', None)
+            self.path, self.dtype, self.config, self.generation_config = str(path), dtype, cfg, generation_config
+            g = lambda n: tensors.get(n)
+            layers = nn.ModuleList()
+            for j in range(cfg.num_hidden_layers):
+                b = f'model.layers.{j}.'
+                at = Box(**{n: linear(g(b + f'self_attn.{n}.weight'), g(b + f'self_attn.{n}.bias')) for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj')})
+                at.scaling, at.head_dim, at.layer_idx = cfg.head_dim ** -0.5, cfg.head_dim, j
+                mlp = Box(**{n: linear(g(b + f'mlp.{n}.weight'), g(b + f'mlp.{n}.bias')) for n in ('gate_proj', 'up_proj', 'down_proj')})
+                mlp.act_fn = nn.SiLU()
+                norms = {n: Box(weight=param(g(b + f'{n}.weight')), variance_epsilon=cfg.rms_norm_eps) for n in ('input_layernorm', 'post_attention_layernorm')}
+                layers.append(Box(self_attn=at, mlp=mlp, **norms))
+            emb = made(nn.Embedding, num_embeddings=cfg.vocab_size, embedding_dim=cfg.hidden_size, padding_idx=cfg.pad_token_id, max_norm=None,
+                       norm_type=2.0, scale_grad_by_freq=False, sparse=False, weight=param(g('model.embed_tokens.weight')))
+            dim = cfg.head_dim   # transformers' default rotary table: base ** (even indices / dim), in float32
+            inv = 1.0 / (cfg.rope_parameters['rope_theta'] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+            rot = Box(rope_type='default', attention_scaling=1.0)
+            rot.register_buffer('inv_freq', inv, persistent=False); rot.register_buffer('original_inv_freq', inv.clone(), persistent=False)
+            self.model = Box(embed_tokens=emb, layers=layers, norm=Box(weight=param(g('model.norm.weight')), variance_epsilon=cfg.rms_norm_eps), rotary_emb=rot)
+            self.lm_head = linear(emb.weight if cfg.tie_word_embeddings else g('lm_head.weight'))
+            if cfg.tie_word_embeddings: self.lm_head.weight = emb.weight
+            self.eval()
+            self.forward = LeanForward(self)
+        def hf(self):
+            "The transformers model of the same files (loaded on first call, the lean forward installed when its probe passes): for whatever the lean forward does not cover."
+            if self._hf is None:
+                from transformers import AutoModelForCausalLM
+                m = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).eval()
+                use_lean_forward(m)
+                object.__setattr__(self, '_hf', m)
+            return self._hf
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):   # replaced by the lean forward in __init__
+            return self.hf()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kwargs)
+        def generate(self, *args, **kwargs):
+            "transformers' `generate`, on the transformers model of the same files."
+            m = self.hf()
+            if 'cache' in kwargs and cache_arg(m) != 'cache': kwargs['past_key_values'] = kwargs.pop('cache')
+            return m.generate(*args, **kwargs)
+    _LIGHT.append(LightLlama)
+    return LightLlama
+
+def load_light(path, dtype=None)->tuple|None:
+    "`(model, tokenizer)` for the model in folder `path` without importing transformers' modeling code (see `light_unsupported`): a `LightLlama` holding the checkpoint's tensors in `dtype` (default float32) and transformers' tokenizer class for the files; None when the checkpoint's tensors are not exactly the ones its configuration names."
+    import torch
+    from safetensors.torch import load_file
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+    p = Path(path)
+    dtype = dtype or torch.float32
+    cfg = _light_config(_read_json(p / 'config.json'))
+    tensors = load_file(str(p / 'model.safetensors'))
+    if sorted(tensors) != sorted(light_tensor_names(cfg)) or not all(t.is_floating_point() for t in tensors.values()): return None
+    tensors = {k: t.to(dtype) for k, t in tensors.items()}   # as transformers casts a checkpoint to the dtype asked for (a no-op when it is stored so)
+    model = _light_class()(p, cfg, tensors, GenerationConfig.from_pretrained(str(p)), dtype)
+    return model, PreTrainedTokenizerFast.from_pretrained(str(p))
+
+# %% ../../nbs/engines/04d_lean.ipynb #a1e7c0d3
+def light_key(path, dtype)->str:
+    "What a verification of `load_light` holds for: the folder's configuration and tokenizer files, this module's source, the torch and transformers versions and the dtype (not the weights: they do not change which operations run)."
+    import hashlib, torch, transformers
+    import moco.engines.lean as me
+    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {dtype}".encode())
+    h.update(Path(me.__file__).read_bytes())
+    for f in LIGHT_FILES[:2] + LIGHT_FILES[3:] + ('chat_template.jinja', 'special_tokens_map.json'):
+        q = Path(path) / f
+        h.update(f.encode()); h.update(q.read_bytes() if q.is_file() else b'-')
+    return h.hexdigest()
+
+def light_records()->Path:
+    "Where verified `light_key`s are kept: `$MOCO_HOME/light-load.json` (an installation's state, like compiled bytecode; delete it to verify again)."
+    from moco.data.tasks import moco_home
+    return moco_home() / 'light-load.json'
+
+def light_verified(key:str)->bool:
+    "Whether `key` was verified on this installation."
+    try: return key in _read_json(light_records())
+    except (OSError, ValueError): return False
+
+def record_light(key:str, path)->None:
+    "Add a verified key (written to a temporary file and renamed: a concurrent reader sees the old or the new file, never half of one)."
+    import json, time, tempfile
+    f = light_records()
+    try: recs = _read_json(f)
+    except (OSError, ValueError): recs = {}
+    recs[key] = {'model': str(path), 'when': time.strftime('%Y-%m-%d %H:%M:%S')}
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=f.parent, prefix='.light-load.')
+        with os.fdopen(fd, 'w') as out: json.dump(recs, out, indent=1)
+        os.replace(tmp, f)
+    except OSError: pass   # a read-only home: the next load verifies again
+
+LIGHT_PROBE_TEXT = "Hello <s> world </s>\n  tabs\tand unicode: café, 東京, 🙂 1234567"
+
+def verify_light(model, tokenizer, path, dtype)->str|None:
+    "Compare `load_light(path, dtype)` with the transformers model and tokenizer loaded from the same folder (the model's own forward, not the lean one): the tensors, the rotary table, the generation config, logits through `lean_probe`, and the tokenizer's class, special tokens, vocabulary, chat template and encodings; None when all agree, else the first difference."
+    import torch
+    if type(model).__name__ != 'LlamaForCausalLM': return f"architecture {type(model).__name__}"
+    got = load_light(path, dtype)
+    if got is None: return "the checkpoint is not exactly what its configuration describes"
+    light, tok = got
+    sd, own = dict(light.state_dict()), model.state_dict()
+    if set(sd) != set(own): return f"tensor names differ: {sorted(set(sd) ^ set(own))[:3]}"
+    for n, t in own.items():
+        if t.dtype != sd[n].dtype or not torch.equal(t, sd[n]): return f"tensor {n} differs"
+    lp = dict(light.named_parameters())   # how they are held matters too: kernels can take other paths for another alignment or a weight requiring grad
+    for n, t in model.named_parameters():
+        u = lp.get(n)
+        if u is None or (t.requires_grad, t.stride(), t.data_ptr() % 64) != (u.requires_grad, u.stride(), u.data_ptr() % 64): return f"parameter {n} is held differently"
+    for n in ('inv_freq', 'original_inv_freq'):
+        if not torch.equal(getattr(model.model.rotary_emb, n), getattr(light.model.rotary_emb, n)): return f"rotary {n} differs"
+    if light.generation_config.to_diff_dict() != model.generation_config.to_diff_dict(): return "generation config differs"
+    why = lean_probe(model, light.forward, own=lambda **kw: type(model).forward(model, **kw))
+    if why: return why
+    if type(tok) is not type(tokenizer): return f"tokenizer class {type(tok).__name__} against {type(tokenizer).__name__}"
+    for a in ('bos_token_id', 'eos_token_id', 'pad_token_id', 'unk_token_id', 'all_special_ids', 'chat_template', 'padding_side', 'model_max_length'):
+        if getattr(tok, a, None) != getattr(tokenizer, a, None): return f"tokenizer {a} differs"
+    if tok.get_vocab() != tokenizer.get_vocab(): return "tokenizer vocabulary differs"
+    for special in (True, False):
+        if tok(LIGHT_PROBE_TEXT, add_special_tokens=special)['input_ids'] != tokenizer(LIGHT_PROBE_TEXT, add_special_tokens=special)['input_ids']:
+            return "tokenizer encodings differ"
+    ids = tokenizer(LIGHT_PROBE_TEXT)['input_ids']
+    for skip in (True, False):
+        if tok.decode(ids, skip_special_tokens=skip) != tokenizer.decode(ids, skip_special_tokens=skip): return "tokenizer decodings differ"
+    if tokenizer.chat_template:
+        msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': LIGHT_PROBE_TEXT}]
+        try: a = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except Exception: a = None
+        try: b = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        except Exception: b = None
+        if a != b: return "chat templates render differently"
+    return None
