@@ -5,9 +5,15 @@
 The job is the reference's own: text_multiagent_refine on agieval_tiny (40 dev / 40 test), three tiny Llama models
 (`../shared/bench/make_tiny_models.py`), round 2, 32 new tokens, T 0.7, top-p 0.9, batch 8. The reference runs through
 `../shared/bench/reference_refine.sh`, which installs modelco 1.1.2 into its own virtual environment (never moco's).
-Every side runs as a whole process. The sides are interleaved (reference, moco cold, moco warm, repeated) with the load
-averages recorded around each run, and the report gives medians, so other work on a shared machine hits every side
+Every side runs as a whole process. The sides are interleaved (reference, moco first, moco cold, moco warm, repeated) with
+the load averages recorded around each run, and the report gives medians, so other work on a shared machine hits every side
 alike. No time is a constant: the ratio is computed from this run.
+
+moco runs three ways per round, each with a fresh generation cache: "first" on a fresh installation (an empty `$MOCO_HOME`),
+where the engine loads the models through transformers and verifies, once, that its light load (no transformers modeling
+code imported; nbs/engines/04d_lean) gives the same tensors, logits and tokenizer -- then "cold", the same job as every later
+process on that installation runs it (loading light), and "warm" (everything cached). The headline ratio is against "cold";
+"first" is reported beside it.
 
 Then it sets the engine against the hardware: the machine's measured matmul rate (fp32, all cores), its causal-attention
 rate at the job's shapes, and its memory read bandwidth; the job's FLOPs (matmuls and attention, from the model configs
@@ -144,19 +150,29 @@ def main():
     hw = hardware_rates()
     lines_out(f"hardware ({hw['threads']} threads, load {load()}): fp32 matmul {hw['matmul_gflops']:.0f} GFLOP/s, causal attention (2 heads x 32, 2k tokens) "
               f"{hw['attention_gflops']:.0f} GFLOP/s, memory read {hw['read_gbs']:.1f} GB/s")
-    rows = {'reference': [], 'moco cold': [], 'moco warm': []}
+    rows = {'reference': [], 'moco first': [], 'moco cold': [], 'moco warm': []}
     if a.vllm_python: rows['moco vllm cold'] = []
     cold_results = []
     for r in range(a.repeats):
         if not a.no_reference:
             wall, b, e = run_reference(models_dir, work / f'ref{r}')
             rows['reference'].append(wall); lines_out(f"round {r + 1} reference  {wall:7.1f} s  (load {b} -> {e})")
+        # moco on a fresh installation (an empty $MOCO_HOME): its models load through transformers, and the light load is verified
+        # and recorded there (see nbs/engines/04d_lean); then the cold run every later process is, on the same installation
+        home = work / f'home{r}'; henv = {**env, 'MOCO_HOME': str(home)}
+        fcfg = work / f'fcfg{r}.json'; fcfg.write_text(json.dumps(job_config(models, work / f'fcache{r}')))
+        wall, b, e, fres = run_moco(fcfg, work / f'first{r}', env=henv)
+        rows['moco first'].append(wall)
+        recs = len(json.loads((home / 'light-load.json').read_text())) if (home / 'light-load.json').exists() else 0
+        lines_out(f"round {r + 1} moco first  {wall:6.1f} s  (a fresh installation: loads through transformers, verifies the light load: {recs} record(s) made; load {b} -> {e})")
         cfg = work / f'cfg{r}.json'; cfg.write_text(json.dumps(job_config(models, work / f'cache{r}')))
-        wall, b, e, res = run_moco(cfg, work / f'cold{r}', env=env)
+        wall, b, e, res = run_moco(cfg, work / f'cold{r}', env=henv)
         rows['moco cold'].append(wall); cold_results.append(res)
         eng = sum(v.get('prefill_seconds', 0) + v.get('decode_seconds', 0) + v.get('padded_seconds', 0) for v in res['cost']['engines'].values())
-        lines_out(f"round {r + 1} moco cold  {wall:7.1f} s  (in-process {res['wall_seconds']:.1f} s, engine {eng:.1f} s; load {b} -> {e})")
-        wall, b, e, wres = run_moco(cfg, work / f'warm{r}', env=env)
+        same = [json.loads(l)['output'] for l in (work / f'first{r}' / 'samples.jsonl').read_text().splitlines()] == \
+               [json.loads(l)['output'] for l in (work / f'cold{r}' / 'samples.jsonl').read_text().splitlines()]
+        lines_out(f"round {r + 1} moco cold  {wall:7.1f} s  (loads light; in-process {res['wall_seconds']:.1f} s, engine {eng:.1f} s; outputs {'identical to' if same else 'DIFFERENT FROM'} the first run's; load {b} -> {e})")
+        wall, b, e, wres = run_moco(cfg, work / f'warm{r}', env=henv)
         rows['moco warm'].append(wall)
         lines_out(f"round {r + 1} moco warm  {wall:7.2f} s  (generated {wres['cost']['generated_requests']} requests; load {b} -> {e})")
         if a.vllm_python:
@@ -171,6 +187,7 @@ def main():
     if rows['reference']:
         ref = med(rows['reference'])
         lines_out(f"RATIO reference / moco cold = {ref / cold:.1f}x  (target >= 15x)")
+        lines_out(f"      reference / moco first (a fresh installation, verifying the light load) = {ref / med(rows['moco first']):.1f}x")
         if rows.get('moco vllm cold'): lines_out(f"       reference / moco vllm cold = {ref / med(rows['moco vllm cold']):.1f}x")
     lines_out(f"WARM  moco warm / moco cold = {100 * warm / cold:.1f}%  (target <= 5%; whole process, nothing generated)")
     c = cold_results[-1]['cost']

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_PROBE_TEXT', 'lean_unsupported', 'sdpa_mask_rule',
-           'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward', 'light_unsupported',
-           'light_tensor_names', 'load_light', 'light_key', 'light_records', 'light_verified', 'record_light',
-           'verify_light']
+__all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_MAX_BYTES', 'LIGHT_PROBE_TEXT', 'lean_unsupported',
+           'sdpa_mask_rule', 'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward',
+           'light_unsupported', 'light_tensor_names', 'load_light', 'light_key', 'light_records', 'light_verified',
+           'record_light', 'verify_light']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -221,6 +221,7 @@ def use_lean_forward(model)->str|None:
 # %% ../../nbs/engines/04d_lean.ipynb #a1e7c0d2
 LIGHT_FILES = ('config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json')
 LIGHT_TOKENIZERS = ('TokenizersBackend', 'PreTrainedTokenizerFast')   # tokenizer classes `PreTrainedTokenizerFast.from_pretrained` loads as `AutoTokenizer` does
+LIGHT_MAX_BYTES = 2 * 2**30   # larger checkpoints load through transformers: their import time is small beside their load, and the verification holds a second copy
 
 def _read_json(p):
     import json
@@ -232,6 +233,7 @@ def light_unsupported(path)->str|None:
     if not p.is_dir(): return "not a local folder"
     missing = [f for f in LIGHT_FILES if not (p / f).is_file()]
     if missing: return f"no {missing[0]}"
+    if (p / 'model.safetensors').stat().st_size > LIGHT_MAX_BYTES: return f"a checkpoint over {LIGHT_MAX_BYTES / 2**30:.0f} GiB"
     try: cfg, tcfg = _read_json(p / 'config.json'), _read_json(p / 'tokenizer_config.json')
     except ValueError as e: return f"unreadable configuration ({e})"
     if cfg.get('architectures') != ['LlamaForCausalLM'] or cfg.get('model_type') != 'llama': return f"architecture {cfg.get('architectures')}"
