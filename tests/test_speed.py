@@ -52,19 +52,21 @@ def test_own_decode_loop_keeps_every_output(models, tmp_path, temperature, monke
     assert [(s['output'], s['trace']) for s in samples[True]] == [(s['output'], s['trace']) for s in samples[False]]
 
 def test_cached_run_imports_neither_torch_nor_transformers(models, tmp_path):
-    "A rerun served from the cache never loads a model, so it must not import torch or transformers either."
+    "A rerun served from the cache never loads a model, so it must not import torch or transformers either (nor the other methods' modules)."
     cfg = tmp_path / 'c.json'; cfg.write_text(json.dumps(_cfg(models, tmp_path / 'cache', 0.8)))
     env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
     first = subprocess.run(['moco', 'run', str(cfg), '-o', str(tmp_path / 'r1'), '--no-progress'], env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     probe = ("import sys, json; from moco.run import run; r = run(sys.argv[1], output_dir=sys.argv[2], progress=False); "
              "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules, "
+             "'methods': sorted(m for m in sys.modules if m.startswith('moco.methods.')), 'merge': 'moco.merge' in sys.modules, "
              "'generated': r.results['cost']['generated_requests'], 'versions': r.results['versions']}))")
     again = subprocess.run([sys.executable, '-c', probe, str(cfg), str(tmp_path / 'r2')], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     got = json.loads(again.stdout.strip().splitlines()[-1])
     assert got['generated'] == 0
     assert not got['torch'] and not got['transformers'], got
+    assert got['methods'] == ['moco.methods.collab', 'moco.methods.text_multiagent_refine'] and not got['merge'], got   # only the method's own module (and what it imports)
     import torch, transformers   # the record still names the versions, read from package metadata
     assert got['versions']['torch'] == torch.__version__ and got['versions']['transformers'] == transformers.__version__
     out = lambda d: [json.loads(l)['output'] for l in (tmp_path / d / 'samples.jsonl').read_text().splitlines()]
