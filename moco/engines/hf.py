@@ -579,7 +579,9 @@ class HFEngine(Engine):
         "The transformers model. A model loaded light (`load_light`) is swapped here for the transformers model of the same files on first use (identical results; the engine's own generation paths use the light one directly, as `_net`)."
         net = self.__dict__.get('_net')
         if getattr(net, 'light', False):
-            net = self.__dict__['_net'] = net.hf().to(self.device)
+            light, net = net, net.hf().to(self.device)
+            self.__dict__['_net'] = net
+            light.__dict__.pop('forward', None)   # its lean forward refers back to it: freed now, not at the next cyclic collection
         return net
 
     @model.setter
