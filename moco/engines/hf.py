@@ -580,7 +580,7 @@ class HFEngine(Engine):
         net = self.__dict__.get('_net')
         if getattr(net, 'light', False):
             light, net = net, net.hf().to(self.device)
-            self.__dict__['_net'] = net
+            self.__dict__['_net'], self._cache_kw = net, _cache_arg(net)
             light.__dict__.pop('forward', None)   # its lean forward refers back to it: freed now, not at the next cyclic collection
         return net
 
