@@ -537,8 +537,9 @@ class HFEngine(Engine):
         if lean and self.device == 'cpu' and loaded is None and not self.ref.adapter and not trust_remote_code:
             from moco.engines.lean import light_unsupported, light_key, light_verified, load_light
             if light_unsupported(self.ref.base) is None:   # transformers' modeling code not imported when verified here before
-                key = light_key(self.ref.base, self.dtype)
-                try: got = load_light(self.ref.base, self.dtype) if light_verified(key) else None
+                try:
+                    key = light_key(self.ref.base, self.dtype)
+                    got = load_light(self.ref.base, self.dtype) if light_verified(key) else None
                 except Exception as e: got = None; log.info(f"{self.name}: loading through transformers ({type(e).__name__}: {e})")
                 if got is not None: self.model, self.tokenizer = got
         if self._net is None:
@@ -560,7 +561,8 @@ class HFEngine(Engine):
                 why = use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
                 if why and type(self.model).__name__ in LEAN_ARCHITECTURES: log.info(f"{self.name}: transformers' own forward ({why})")
                 if why is None and key is not None:   # verify the light load once on this installation (see `load_light`)
-                    why = verify_light(self.model, self.tokenizer, self.ref.base, self.dtype)
+                    try: why = verify_light(self.model, self.tokenizer, self.ref.base, self.dtype)
+                    except Exception as e: why = f"{type(e).__name__}: {e}"   # a failed verification never fails a load that succeeded
                     if why is None: record_light(key, self.ref.base)
                     else: log.info(f"{self.name}: not loaded light next time ({why})")
         if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
