@@ -161,7 +161,7 @@ def main():
         # and recorded there (see nbs/engines/04d_lean); then the cold run every later process is, on the same installation
         home = work / f'home{r}'; henv = {**env, 'MOCO_HOME': str(home)}
         fcfg = work / f'fcfg{r}.json'; fcfg.write_text(json.dumps(job_config(models, work / f'fcache{r}')))
-        wall, b, e, fres = run_moco(fcfg, work / f'first{r}', env=henv)
+        wall, b, e, _ = run_moco(fcfg, work / f'first{r}', env=henv)
         rows['moco first'].append(wall)
         recs = len(json.loads((home / 'light-load.json').read_text())) if (home / 'light-load.json').exists() else 0
         lines_out(f"round {r + 1} moco first  {wall:6.1f} s  (a fresh installation: loads through transformers, verifies the light load: {recs} record(s) made; load {b} -> {e})")

@@ -107,8 +107,7 @@ class Engine:
 
     def context_limit(self)->int|None:
         "Most tokens (prompt and answer together) the model attends to, or None when the engine cannot tell."
-        net = self.__dict__['_net'] if '_net' in self.__dict__ else getattr(self, 'model', None)   # not `model`: that swaps a light model for transformers'
-        model_cfg = getattr(net, 'config', None)
+        model_cfg = getattr(getattr(self, 'model', None), 'config', None)
         for v in (getattr(self, 'max_model_len', None), getattr(model_cfg, 'max_position_embeddings', None)):
             if isinstance(v, int) and v > 0: return v
         return None
@@ -588,6 +587,11 @@ class HFEngine(Engine):
 
     @model.setter
     def model(self, m): self.__dict__['_net'] = m
+
+    def context_limit(self)->int|None:
+        "The model's `max_position_embeddings` (read from the model the engine runs: asking for `model` would swap a light one for transformers')."
+        v = getattr(getattr(self._net, 'config', None), 'max_position_embeddings', None)
+        return v if isinstance(v, int) and v > 0 else None
 
     def _eos_ids(self)->list:
         "Token ids that end a generation: the tokenizer's EOS, the model config's, and the chat template's end-of-turn."

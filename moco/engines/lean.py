@@ -251,8 +251,7 @@ def _light_config(cfg:dict):
     "The model configuration as attributes, with transformers' Llama defaults for the entries the lean forward reads."
     from types import SimpleNamespace
     c = dict(cfg)
-    c.setdefault('num_key_value_heads', None)
-    c['num_key_value_heads'] = c['num_key_value_heads'] or c['num_attention_heads']
+    c['num_key_value_heads'] = c.get('num_key_value_heads') or c['num_attention_heads']
     c['head_dim'] = c.get('head_dim') or c['hidden_size'] // c['num_attention_heads']
     for k, v in (('attention_bias', False), ('mlp_bias', False), ('tie_word_embeddings', False), ('rms_norm_eps', 1e-6), ('pad_token_id', None)):
         c.setdefault(k, v)
@@ -294,7 +293,7 @@ def _light_class():
             super().__init__()
             for k, v in kw.items(): setattr(self, k, v)
     class LightLlama(nn.Module):
-        "A Llama causal LM built from its safetensors file without transformers' modeling code: transformers' module names and tensors, the lean forward installed, `hf()` the transformers model for anything else."
+        "A Llama causal LM built from its safetensors file without transformers' modeling code: transformers' module names and tensors, the lean forward installed, `hf()` the transformers model for anything else (`HFEngine.model` swaps it in, for `generate` among the rest)."
         light = True
         def __init__(self, path:str, cfg, tensors:dict, generation_config, dtype):
             super().__init__()
@@ -305,7 +304,7 @@ def _light_class():
             for j in range(cfg.num_hidden_layers):
                 b = f'model.layers.{j}.'
                 at = Box(**{n: linear(g(b + f'self_attn.{n}.weight'), g(b + f'self_attn.{n}.bias')) for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj')})
-                at.scaling, at.head_dim, at.layer_idx = cfg.head_dim ** -0.5, cfg.head_dim, j
+                at.scaling = cfg.head_dim ** -0.5
                 mlp = Box(**{n: linear(g(b + f'mlp.{n}.weight'), g(b + f'mlp.{n}.bias')) for n in ('gate_proj', 'up_proj', 'down_proj')})
                 mlp.act_fn = nn.SiLU()
                 norms = {n: Box(weight=param(g(b + f'{n}.weight')), variance_epsilon=cfg.rms_norm_eps) for n in ('input_layernorm', 'post_attention_layernorm')}
@@ -314,7 +313,7 @@ def _light_class():
                        norm_type=2.0, scale_grad_by_freq=False, sparse=False, weight=param(g('model.embed_tokens.weight')))
             dim = cfg.head_dim   # transformers' default rotary table: base ** (even indices / dim), in float32
             inv = 1.0 / (cfg.rope_parameters['rope_theta'] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-            rot = Box(rope_type='default', attention_scaling=1.0)
+            rot = Box(attention_scaling=1.0)
             rot.register_buffer('inv_freq', inv, persistent=False); rot.register_buffer('original_inv_freq', inv.clone(), persistent=False)
             self.model = Box(embed_tokens=emb, layers=layers, norm=Box(weight=param(g('model.norm.weight')), variance_epsilon=cfg.rms_norm_eps), rotary_emb=rot)
             self.lm_head = linear(emb.weight if cfg.tie_word_embeddings else g('lm_head.weight'))
@@ -329,13 +328,8 @@ def _light_class():
                 use_lean_forward(m)
                 object.__setattr__(self, '_hf', m)
             return self._hf
-        def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):   # replaced by the lean forward in __init__
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, **kwargs):   # the lean forward stands in (set in __init__)
             return self.hf()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, **kwargs)
-        def generate(self, *args, **kwargs):
-            "transformers' `generate`, on the transformers model of the same files."
-            m = self.hf()
-            if 'cache' in kwargs and cache_arg(m) != 'cache': kwargs['past_key_values'] = kwargs.pop('cache')
-            return m.generate(*args, **kwargs)
     _LIGHT.append(LightLlama)
     return LightLlama
 
@@ -360,7 +354,7 @@ def light_key(path, dtype)->str:
     import moco.engines.lean as me
     h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {dtype}".encode())
     h.update(Path(me.__file__).read_bytes())
-    for f in LIGHT_FILES[:2] + LIGHT_FILES[3:] + ('chat_template.jinja', 'special_tokens_map.json'):
+    for f in ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json'):
         q = Path(path) / f
         h.update(f.encode()); h.update(q.read_bytes() if q.is_file() else b'-')
     return h.hexdigest()
