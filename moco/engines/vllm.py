@@ -6,11 +6,10 @@
 from __future__ import annotations
 import os, gc, json, time, contextlib
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Sequence
 from ..core import Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError
 from .hf import (Engine, HFEngine, ModelRef, resolve_model, check_model_available, model_fingerprint,
-                          pick_device, pick_dtype, render_prompt, render_prompts, log)
+                          pick_device, pick_dtype, render_prompt, render_prompts, stop_token_ids, log)
 
 # %% auto #0
 __all__ = ['VLLM_HINT', 'vllm_missing', 'scoped_env', 'sampling_params', 'VLLMEngine']
@@ -90,7 +89,7 @@ class VLLMEngine(Engine):
             except (OSError, ValueError): gen_cfg = None
         except (OSError, ValueError) as e:
             raise ModelError(f"Could not load the tokenizer of {self.name!r} from {tok_src}: {str(e).splitlines()[0]}") from None
-        self.eos_ids = HFEngine._eos_ids(SimpleNamespace(tokenizer=self.tokenizer, model=SimpleNamespace(generation_config=gen_cfg)))
+        self.eos_ids = stop_token_ids(self.tokenizer, gen_cfg)
         kw = dict(model=self.ref.base, dtype=str(self.dtype).replace('torch.', ''), skip_tokenizer_init=True,
                   trust_remote_code=trust_remote_code, enforce_eager=cpu if enforce_eager is None else enforce_eager)
         if kv_cache_gb is None and cpu: kv_cache_gb = 1
