@@ -72,11 +72,11 @@ def test_cached_run_imports_neither_torch_nor_transformers(models, tmp_path):
     out = lambda d: [json.loads(l)['output'] for l in (tmp_path / d / 'samples.jsonl').read_text().splitlines()]
     assert out('r1') == out('r2')
 
-HEAVY = ('torch._dynamo', 'torch.distributed.tensor', 'scipy.optimize', 'transformers.modeling_utils', 'transformers.models.llama.modeling_llama')
+HEAVY = ('transformers', 'torch._dynamo', 'torch.distributed.tensor', 'scipy.optimize', 'transformers.modeling_utils', 'transformers.models.llama.modeling_llama')
 
 @pytest.mark.parametrize('temperature', [0, 0.8])
-def test_light_load_keeps_every_output_and_skips_modeling_imports(models, tmp_path, temperature):
-    "On a fresh installation (empty `$MOCO_HOME`) the first run loads its models through transformers and records their light-load verification; a second process loads them light, never imports transformers' modeling code (nor torch._dynamo, torch.distributed.tensor, scipy.optimize), and gives the same outputs and traces."
+def test_light_load_keeps_every_output_and_skips_transformers(models, tmp_path, temperature):
+    "On a fresh installation (empty `$MOCO_HOME`) the first run loads its models through transformers and records their light-load verification; a second process loads them light, never imports transformers (nor torch._dynamo, torch.distributed.tensor, scipy.optimize), and gives the same outputs and traces."
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'MOCO_HOME': str(tmp_path / 'home')}
     probe = ("import sys, json; from moco.run import run; r = run(json.loads(sys.argv[1]), output_dir=sys.argv[2], progress=False); "
              f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))")

@@ -17,9 +17,9 @@ __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_
            'GREEDY_NEUTRAL', 'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path',
            'check_model_available', 'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators',
            'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
-           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'reserved_cache',
-           'plain_greedy', 'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine', 'DecodeState', 'match_label',
-           'state_digest']
+           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'new_cache',
+           'reserved_cache', 'plain_greedy', 'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
+           'DecodeState', 'match_label', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -114,7 +114,7 @@ class Engine:
 
     def count_tokens(self, texts:Sequence[str])->list[int]:
         "Tokens in each text by the engine's tokenizer; without one, an overestimate (one token per UTF-8 byte)."
-        tok = getattr(self, 'tokenizer', None)
+        tok = self.__dict__['_tok'] if '_tok' in self.__dict__ else getattr(self, 'tokenizer', None)   # an HFEngine's own (a light one is not swapped for this)
         if tok is None: return [len(t.encode()) for t in texts]
         return [len(x) for x in tok(list(texts), add_special_tokens=False)['input_ids']]
 
@@ -388,7 +388,9 @@ ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                      
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
 
 def _cache_kv(cache)->list|None:
-    "The per-layer (K, V) of a plain `DynamicCache` (one sequence), or None for any other cache (sliding windows, state spaces...)."
+    "The per-layer (K, V) of a plain `DynamicCache` or `LightCache` (one sequence), or None for any other cache (sliding windows, state spaces...)."
+    if type(cache) is LightCache:
+        return [(l.keys, l.values) for l in cache.layers] if cache.layers and all(type(l) is LightLayer and l.keys is not None for l in cache.layers) else None
     from transformers import DynamicCache
     if type(cache) is not DynamicCache: return None
     layers = getattr(cache, 'layers', None)
@@ -399,18 +401,30 @@ def _cache_kv(cache)->list|None:
     if not layers or not all(type(l) is DynamicLayer and l.keys is not None for l in layers): return None
     return [(l.keys, l.values) for l in layers]
 
-from .lean import cache_arg as _cache_arg   # the keyword a model takes its cache under (defined with the lean forward, which needs it too)
+from .lean import cache_arg as _cache_arg, LightCache, LightLayer   # the keyword a model takes its cache under, and the cache of a model loaded light (defined with the lean forward, which needs them too)
+
+def _fit_cache(net, cache):
+    "`cache` as `net` takes it: a `LightCache` made before a light model was swapped for transformers' (`HFEngine.model`) becomes a `DynamicCache` when the model runs its own forward (the lean one takes both)."
+    from moco.engines.lean import dynamic_cache
+    return cache if getattr(net.forward, 'lean', False) else dynamic_cache(cache)
+
+def new_cache(net):
+    "An empty key/value cache for `net`: a `LightCache` for a model loaded light, else transformers' `DynamicCache`."
+    if getattr(net, 'light', False): return LightCache()
+    from transformers import DynamicCache
+    return DynamicCache()
 
 def _out_cache(out):
     "The key/value cache of a model output (`cache`, or `past_key_values` in older transformers)."
     return out['cache'] if 'cache' in getattr(out, '__dataclass_fields__', {}) else out.past_key_values
 
-_RESERVED = []
-def _reserved_layer():
-    "A `DynamicLayer` over preallocated buffers: decoding writes each new key/value in place instead of concatenating the whole cache."
-    if not _RESERVED:
+_RESERVED = {}
+def _reserved_layer(light:bool=False):
+    "A `DynamicLayer` (a `LightLayer` when `light`) over preallocated buffers: decoding writes each new key/value in place instead of concatenating the whole cache."
+    if light not in _RESERVED:
         import torch
-        from transformers.cache_utils import DynamicLayer
+        if light: DynamicLayer = LightLayer
+        else: from transformers.cache_utils import DynamicLayer
         class ReservedLayer(DynamicLayer):
             def __init__(self, kbuf, vbuf, n:int):
                 super().__init__()
@@ -430,21 +444,20 @@ def _reserved_layer():
                 self.kbuf[:, :, n:n + m] = key_states; self.vbuf[:, :, n:n + m] = value_states
                 self.keys, self.values = self.kbuf[:, :, :n + m], self.vbuf[:, :, :n + m]
                 return self.keys, self.values
-        _RESERVED.append(ReservedLayer)
-    return _RESERVED[0]
+        _RESERVED[light] = ReservedLayer
+    return _RESERVED[light]
 
-def reserved_cache(rows:list, width:int, extra:int):
-    "One left-padded batch cache from per-row [(K, V) per layer] caches (each of at most `width` tokens), with room for `extra` more tokens."
+def reserved_cache(rows:list, width:int, extra:int, light:bool=False):
+    "One left-padded batch cache (a `LightCache` when `light`) from per-row [(K, V) per layer] caches (each of at most `width` tokens), with room for `extra` more tokens."
     import torch
-    from transformers import DynamicCache
-    cache, B = DynamicCache(), len(rows)
+    cache, B = LightCache() if light else new_cache(None), len(rows)
     if not hasattr(cache, 'layers'):   # older transformers: a plain cache, grown by concatenation
         F = torch.nn.functional
         for j in range(len(rows[0])):
             lp = lambda t: F.pad(t, (0, 0, width - t.shape[2], 0))
             cache.update(torch.cat([lp(r[j][0]) for r in rows]), torch.cat([lp(r[j][1]) for r in rows]), j)
         return cache
-    Layer, layers = _reserved_layer(), []
+    Layer, layers = _reserved_layer(light), []
     for j in range(len(rows[0])):
         k0 = rows[0][j][0]
         kb = k0.new_zeros((B, k0.shape[1], width + extra, k0.shape[3])); vb = torch.zeros_like(kb)   # zeros: padding is masked
@@ -524,8 +537,7 @@ class HFEngine(Engine):
                  loaded:tuple|None=None,     # an in-memory (model, tokenizer) holding the weights of `model`'s files: served as is, nothing read from disk
                  lean:bool=True,             # on CPU, run Llama-architecture models through `lean_forward` (bit-identical logits, less per-call overhead)
                 ):
-        import torch, transformers
-        transformers.utils.logging.disable_progress_bar()
+        import torch
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.name, self.batch_size = name or self.ref.name, batch_size
         check_model_available(self.ref)
@@ -542,7 +554,9 @@ class HFEngine(Engine):
                 except Exception as e: got = None; log.info(f"{self.name}: loading through transformers ({type(e).__name__}: {e})")
                 if got is not None: self.model, self.tokenizer = got
         if self._net is None:
+            import transformers
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            transformers.utils.logging.disable_progress_bar()
             try:
                 if loaded is not None: self.tokenizer, self.model = loaded[1], _cast_loaded(loaded[0], self.dtype)
                 else:
@@ -560,11 +574,11 @@ class HFEngine(Engine):
                 why = use_lean_forward(self.model)   # a model it cannot stand in for keeps its own forward
                 if why and type(self.model).__name__ in LEAN_ARCHITECTURES: log.info(f"{self.name}: transformers' own forward ({why})")
                 if why is None and key is not None:   # verify the light load once on this installation (see `load_light`)
-                    try: why = verify_light(self.model, self.tokenizer, self.ref.base, self.dtype)
+                    try: why = verify_light(self._net, self._tok, self.ref.base, self.dtype)
                     except Exception as e: why = f"{type(e).__name__}: {e}"   # a failed verification never fails a load that succeeded
                     if why is None: record_light(key, self.ref.base)
                     else: log.info(f"{self.name}: not loaded light next time ({why})")
-        if self.tokenizer.pad_token_id is None: self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self._tok.pad_token_id is None: self._tok.pad_token = self._tok.eos_token
         self.eos_ids = self._eos_ids()
         self._cache_kw = _cache_arg(self._net)
         self.cpu_threads = cpu_threads
@@ -588,6 +602,16 @@ class HFEngine(Engine):
     @model.setter
     def model(self, m): self.__dict__['_net'] = m
 
+    @property
+    def tokenizer(self):
+        "The transformers tokenizer. One loaded light (`LightTokenizer`) is swapped here for transformers' tokenizer of the same files on first use (verified to encode, decode and render chats identically; its padding token set alike); the engine's own paths use the light one directly, as `_tok`."
+        tok = self.__dict__.get('_tok')
+        if getattr(tok, 'light', False): tok = self.__dict__['_tok'] = tok.hf()
+        return tok
+
+    @tokenizer.setter
+    def tokenizer(self, t): self.__dict__['_tok'] = t
+
     def context_limit(self)->int|None:
         "The model's `max_position_embeddings` (read from the model the engine runs: asking for `model` would swap a light one for transformers')."
         v = getattr(getattr(self._net, 'config', None), 'max_position_embeddings', None)
@@ -595,7 +619,7 @@ class HFEngine(Engine):
 
     def _eos_ids(self)->list:
         "Token ids that end a generation: the tokenizer's EOS, the model config's, and the chat template's end-of-turn."
-        return stop_token_ids(self.tokenizer, getattr(self._net, 'generation_config', None))
+        return stop_token_ids(self._tok, getattr(self._net, 'generation_config', None))
 
     def fingerprint(self)->str:
         "Hash of the model's identity (see `model_fingerprint`), or the fingerprint given with weights swapped in (`swap_weights`)."
@@ -603,7 +627,7 @@ class HFEngine(Engine):
 
     def render(self, request)->tuple[str, list]:
         "The prompt text and ids for a request."
-        return render_prompt(self.tokenizer, as_request(request))
+        return render_prompt(self._tok, as_request(request))
 
     def threads(self):
         "Context manager running torch with this engine's CPU thread count (`cpu_threads`, else `auto_threads()` on a CPU)."
@@ -615,15 +639,17 @@ class HFEngine(Engine):
 
     def _generate(self, requests:Sequence, params:GenParams)->list[Completion]:
         import torch
-        from transformers import GenerationConfig
         reqs = [as_request(r) for r in requests]
-        rendered = render_prompts(self.tokenizer, reqs)
+        rendered = render_prompts(self._tok, reqs)
         order = sorted(range(len(reqs)), key=lambda i: len(rendered[i][1]))
         out = [None] * len(reqs)
-        pad = self.tokenizer.pad_token_id
+        pad = self._tok.pad_token_id
         own = self.own_decode and params.max_new_tokens > 0 and getattr(self._net.forward, 'lean', False) and plain_greedy(getattr(self._net, 'generation_config', None))
-        gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
-                                pad_token_id=pad, bos_token_id=self.tokenizer.bos_token_id)
+        if not own: self.model   # `generate` is transformers': a light model is swapped for transformers' before any cache is made for it
+        if not own:
+            from transformers import GenerationConfig
+            gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
+                                    pad_token_id=pad, bos_token_id=self._tok.bos_token_id)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             ids = [rendered[i][1] for i in idx]
@@ -653,7 +679,7 @@ class HFEngine(Engine):
         "`generate`'s greedy loop, without its per-step machinery, over a cache holding all but each row's last prompt token, or with no cache over the whole left-padded prompt: the logits processor `sampler` (or argmax), EOS ends a row (then padding is fed), all rows ended or `max_new` tokens end the batch; the prompt and the tokens, as `generate` returns them."
         import torch
         eos = torch.tensor(self.eos_ids, device=self.device)
-        pad = torch.tensor(self.tokenizer.pad_token_id, device=self.device)
+        pad = torch.tensor(self._tok.pad_token_id, device=self.device)
         live, toks = torch.ones(mask.shape[0], dtype=torch.bool, device=self.device), []
         if cache is None:   # the whole prompt first, at generate's position ids (a token's count of real tokens before it; padding at 0)
             cur, pos = input_ids, (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -684,7 +710,6 @@ class HFEngine(Engine):
     def _prefill_rows(self, ids:list, extra:int=0):
         "Each row's prompt but its last token, computed alone (no padding mask) after the longest stored prefix of it, left-padded into one cache with room for `extra` tokens; `(cache, prompt tokens computed per row)` or None."
         import torch
-        from transformers import DynamicCache
         if self._padded_only or min(len(x) for x in ids) < 2: return None
         rows, computed = [], []
         for x in ids:
@@ -694,7 +719,7 @@ class HFEngine(Engine):
             else:
                 kw = {}
                 if n:   # continue from the stored prefix: its keys/values, then this prompt's own tokens at positions n..
-                    past = DynamicCache()
+                    past = new_cache(self._net)
                     for j, (k, v) in enumerate(hit): past.update(k[:, :, :n], v[:, :, :n], j)
                     kw = {self._cache_kw: past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
                 c = _out_cache(self._net(input_ids=left_padded([x[n:]], 0, self.device)[0], use_cache=True, logits_to_keep=1, **kw))
@@ -703,14 +728,14 @@ class HFEngine(Engine):
                     self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
                 if self.prefix is not None: self.prefix.put(x, kv, parent=eid)
             rows.append(kv); computed.append(len(x) - n + 1)   # + the last token, which generate computes
-        return reserved_cache(rows, max(len(x) for x in ids) - 1, extra), computed
+        return reserved_cache(rows, max(len(x) for x in ids) - 1, extra, light=getattr(self._net, 'light', False)), computed
 
     def _completion(self, toks:list, n_prompt:int, params:GenParams, logprobs)->Completion:
         "Cut at EOS, decode, strip think blocks and stop strings."
         finish = 'length'
         for j, t in enumerate(toks):
             if t in self.eos_ids: toks, finish = toks[:j], 'stop'; break
-        raw = self.tokenizer.decode(toks, skip_special_tokens=True)
+        raw = self._tok.decode(toks, skip_special_tokens=True)
         text = strip_think(raw) if params.strip_think else raw
         for s in params.stop:
             if s in text: text, finish = text[:text.index(s)], 'stop'
@@ -754,11 +779,11 @@ def start(self:HFEngine, requests:Sequence,
          )->DecodeState:
     "Render and prefill a batch of requests (left-padded) and return its decode state."
     import torch
-    ids = [x[1] for x in render_prompts(self.tokenizer, [as_request(r) for r in requests])]
+    ids = [x[1] for x in render_prompts(self._tok, [as_request(r) for r in requests])]
     if reuse and self.prefix is not None and not self._padded_only:
         hits = [self.prefix.lookup(x[:-1]) for x in ids]   # at least the last token is computed
         if any(n for n, _, _ in hits): return _start_after_prefixes(self, ids, hits, reserve)
-    pad, width = self.tokenizer.pad_token_id, max(len(x) for x in ids)
+    pad, width = self._tok.pad_token_id, max(len(x) for x in ids)
     input_ids, mask = left_padded(ids, pad, self.device, width)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     if prefill_by_rows([len(x) for x in ids], self.device):   # as `generate` does: row by row after any stored prefix, the prompts kept for reuse
@@ -777,7 +802,7 @@ def start(self:HFEngine, requests:Sequence,
         cache = _out_cache(out)
         kv = _cache_kv(cache) if reserve > 0 else None
         if kv is not None:   # move the keys and values into buffers with room to grow
-            Layer = _reserved_layer()
+            Layer = _reserved_layer(type(cache) is LightCache)
             layers = []
             for k, v in kv:
                 kb = k.new_zeros(k.shape[:2] + (width + reserve,) + k.shape[3:]); vb = torch.zeros_like(kb)
@@ -794,10 +819,10 @@ def _start_after_prefixes(self:HFEngine, ids:list, hits:list, reserve:int)->Deco
     rows = [[(k[:, :, :n], v[:, :, :n]) for k, v in layers] if n else [(k[:, :, :0], v[:, :, :0]) for k, v in tmpl]
             for n, _, layers in hits]
     rest = [x[n:] for x, n in zip(ids, ns)]
-    P, S, pad = max(ns), max(map(len, rest)), self.tokenizer.pad_token_id
+    P, S, pad = max(ns), max(map(len, rest)), self._tok.pad_token_id
     dev = self.device
     with torch.inference_mode(), self.threads():
-        cache = reserved_cache(rows, P, S + reserve)
+        cache = reserved_cache(rows, P, S + reserve, light=getattr(self._net, 'light', False))
         rest_ids, inc = left_padded(rest, pad, dev, S)
         mask = torch.cat([(torch.arange(P, device=dev) >= P - torch.tensor(ns, device=dev)[:, None]).long(), inc], 1)   # each row's stored prefix, right-aligned
         pos = torch.tensor(ns, device=dev)[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
@@ -830,7 +855,7 @@ def advance(self:HFEngine, state:DecodeState, tokens,
     "Append one token per row (tensor) or a token-id list per row, updating cache, mask, positions and logits."
     import torch
     if isinstance(tokens, torch.Tensor): tokens = tokens.view(-1, 1).tolist()
-    width, pad = max((len(t) for t in tokens), default=0), self.tokenizer.pad_token_id
+    width, pad = max((len(t) for t in tokens), default=0), self._tok.pad_token_id
     if width == 0: return [[] for _ in tokens] if greedy else None
     if rows is not None:
         kv = _layers_kv(state.cache)
@@ -847,7 +872,7 @@ def advance(self:HFEngine, state:DecodeState, tokens,
     with self.threads():   # the per-step tensor work too: outside the engine's thread count it can crawl on a loaded CPU
         with torch.inference_mode():
             out = self._net(input_ids=ids, attention_mask=state.mask, position_ids=pos, use_cache=True, logits_to_keep=width if greedy else 1,
-                             **{self._cache_kw: state.cache})
+                             **{self._cache_kw: _fit_cache(self._net, state.cache)})
             state.cache = _out_cache(out)
             state.logits = torch.where((fed > 0)[:, None], out.logits[:, -1].float(), state.logits)  # rows fed nothing keep theirs
             picks = _greedy_after(out.logits, tokens) if greedy else None
@@ -860,7 +885,9 @@ def _greedy_after(logits, tokens:list)->list:
     return [b[len(b) - len(t):] if t else [] for b, t in zip(best, tokens)]
 
 def _layers_kv(cache)->list|None:
-    "The per-layer (K, V) of a `DynamicCache` whose layers are plain or reserved (`start(reserve=...)`), else None."
+    "The per-layer (K, V) of a `DynamicCache` or `LightCache` whose layers are plain or reserved (`start(reserve=...)`), else None."
+    if type(cache) is LightCache:
+        return [(l.keys, l.values) for l in cache.layers] if cache.layers and all(isinstance(l, LightLayer) and l.keys is not None for l in cache.layers) else None
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
     layers = getattr(cache, 'layers', None)
@@ -870,7 +897,6 @@ def _layers_kv(cache)->list|None:
 def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:list, width:int, pad:int, greedy:bool=False)->list|None:
     "`advance` computing only `rows`: their slice of the cache goes through the model; every row's cache and mask grow by `width` (masked for the others)."
     import torch
-    from transformers import DynamicCache
     dev, B = self.device, state.mask.shape[0]
     idx = torch.tensor(rows, device=dev)
     ids, inc = left_padded([list(t) for t in tokens], pad, dev, width)
@@ -878,16 +904,16 @@ def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:l
     state.mask = torch.cat([state.mask, full_inc], -1)
     pos = state.next_pos[idx][:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode(), self.threads():
-        sub, reserved = DynamicCache(), all(hasattr(l, 'kbuf') for l in state.cache.layers)
+        sub, reserved = type(state.cache)(), all(hasattr(l, 'kbuf') for l in state.cache.layers)
         if reserved:   # gather the rows' keys with the room their new ones take (one copy; the model writes them in place, no concatenation)
-            Layer, n0 = _reserved_layer(), kv[0][0].shape[2]
+            Layer, n0 = _reserved_layer(type(state.cache) is LightCache), kv[0][0].shape[2]
             for l in state.cache.layers: l.grow(n0, width)
             sub.layers = [Layer(l.kbuf.narrow(2, 0, n0 + width).index_select(0, idx), l.vbuf.narrow(2, 0, n0 + width).index_select(0, idx), n0)
                           for l in state.cache.layers]
         else:
             for j, (k, v) in enumerate(kv): sub.update(k.index_select(0, idx), v.index_select(0, idx), j)   # index_select: ~3x faster than k[idx]
         out = self._net(input_ids=ids, attention_mask=state.mask.index_select(0, idx), position_ids=pos, use_cache=True,
-                         logits_to_keep=width if greedy else 1, **{self._cache_kw: sub})
+                         logits_to_keep=width if greedy else 1, **{self._cache_kw: _fit_cache(self._net, sub)})
         new = _layers_kv(_out_cache(out))
         for l, (sk, sv) in zip(state.cache.layers, new):
             n = l.keys.shape[2]
@@ -946,7 +972,7 @@ def label_logprobs(self:HFEngine, requests:Sequence, labels:Sequence[str])->list
     if not labels: raise ValueError("label_logprobs needs at least one label.")
     L, rows = len(labels), _label_rows(self, requests, labels)
     out = [[0.0] * L for _ in requests]
-    pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+    pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     with torch.inference_mode(), self.threads():
         for b in range(0, len(order), max(1, self.batch_size)):

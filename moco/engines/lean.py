@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_MAX_BYTES', 'LIGHT_PROBE_TEXT', 'lean_unsupported',
-           'sdpa_mask_rule', 'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward',
-           'light_unsupported', 'light_tensor_names', 'load_light', 'light_key', 'light_records', 'light_verified',
-           'record_light', 'verify_light']
+__all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_MAX_BYTES', 'LIGHT_PROBE_TEXT', 'LIGHT_PROBE_CHATS',
+           'lean_unsupported', 'LightLayer', 'LightCache', 'dynamic_cache', 'LeanOutput', 'sdpa_mask_rule', 'cache_arg',
+           'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward', 'light_unsupported', 'light_tensor_names',
+           'load_light', 'LightGenerationConfig', 'LightTokenizer', 'light_key', 'light_records', 'light_verified',
+           'record_light', 'verify_light', 'tokenizer_differs']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -39,8 +40,47 @@ def lean_unsupported(model)->str|None:
 _PASSIVE = {'return_dict', 'cache_position', 'output_attentions', 'output_hidden_states'}   # keyword arguments the lean forward may ignore...
 _FLAGS = {'output_attentions', 'output_hidden_states'}   # ... unless one of these asks for something
 
+class LightLayer:
+    "One layer's keys and values of a growing full-attention cache: transformers' `DynamicLayer` for a model loaded light (`load_light`), without importing transformers. Updates concatenate, as `DynamicLayer`'s do."
+    is_initialized, is_sliding = True, False
+    def __init__(self, keys=None, values=None): self.keys, self.values = keys, values
+    def update(self, key_states, value_states, *args, **kwargs):
+        import torch
+        if self.keys is None: self.keys, self.values = key_states.new_empty(0), value_states.new_empty(0)   # concatenated onto, as transformers does
+        self.keys, self.values = torch.cat([self.keys, key_states], -2), torch.cat([self.values, value_states], -2)
+        return self.keys, self.values
+    def get_seq_length(self)->int: return 0 if self.keys is None else self.keys.shape[-2]
+    def batch_repeat_interleave(self, n:int)->None:
+        if self.keys is not None: self.keys, self.values = self.keys.repeat_interleave(n, 0), self.values.repeat_interleave(n, 0)
+
+class LightCache:
+    "A key/value cache of full-attention layers (`LightLayer`s, or moco's reserved layers over them): what `DynamicCache` is to the engine, for a model loaded light. `dynamic_cache` converts it for transformers' own forward."
+    def __init__(self): self.layers = []
+    def update(self, key_states, value_states, layer_idx:int, *args, **kwargs):
+        while len(self.layers) <= layer_idx: self.layers.append(LightLayer())
+        return self.layers[layer_idx].update(key_states, value_states)
+    def get_seq_length(self, layer_idx:int=0)->int: return self.layers[layer_idx].get_seq_length() if layer_idx < len(self.layers) else 0
+    def batch_repeat_interleave(self, n:int)->None:
+        for l in self.layers: l.batch_repeat_interleave(n)
+    def __len__(self): return len(self.layers)
+
+def dynamic_cache(cache):
+    "A transformers `DynamicCache` holding a `LightCache`'s keys and values (for transformers' own forward); any other cache as it is."
+    if not isinstance(cache, LightCache): return cache
+    from transformers import DynamicCache
+    d = DynamicCache()
+    for j, l in enumerate(cache.layers): d.update(l.keys, l.values, j)
+    return d
+
+class LeanOutput:
+    "What the lean forward of a model loaded light returns: `logits` and `past_key_values` (a `LightCache`), read as transformers' output is."
+    __slots__ = ('logits', 'past_key_values')
+    def __init__(self, logits=None, past_key_values=None): self.logits, self.past_key_values = logits, past_key_values
+    def __getitem__(self, k): return getattr(self, k)
+
 def _plain_cache(cache)->bool:
-    "A `DynamicCache` whose layers size masks as a growing full-attention cache (moco's reserved layers are such)."
+    "A `DynamicCache` (or `LightCache`) whose layers size masks as a growing full-attention cache (moco's reserved layers are such)."
+    if type(cache) is LightCache: return all(isinstance(l, LightLayer) for l in cache.layers)
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
     if type(cache) is not DynamicCache: return False
@@ -91,14 +131,18 @@ class LeanForward:
     "`model`'s forward op for op (bit-identical logits) without transformers' per-call machinery; any case it does not cover goes to the model's own forward. An object, not a closure: a deep copy of the model gets one bound to the copy."
     lean = True
     def __init__(self, model):
-        import dataclasses
-        from transformers.modeling_outputs import CausalLMOutputWithPast
         cfg, inner = model.config, model.model
         self.model, self.cfg, self.inner = model, cfg, inner
+        self.light = getattr(model, 'light', False)   # a `LightLlama`: its own cache and output classes (transformers not imported)
         self.H = cfg.num_attention_heads
         self.KV = cfg.num_key_value_heads or cfg.num_attention_heads
         self.D = getattr(cfg, 'head_dim', None) or cfg.hidden_size // self.H
-        self.out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
+        if self.light: self.Out, self.out_cache = LeanOutput, 'past_key_values'
+        else:
+            import dataclasses
+            from transformers.modeling_outputs import CausalLMOutputWithPast
+            self.Out = CausalLMOutputWithPast
+            self.out_cache = 'cache' if 'cache' in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else 'past_key_values'
         self.cache_kw = cache_arg(model)
         self.layers = list(inner.layers[:cfg.num_hidden_layers])
         slots = [(model._modules, 'model', inner), (model._modules, 'lm_head', model.lm_head), (inner._modules, 'layers', inner.layers),
@@ -122,20 +166,22 @@ class LeanForward:
                  use_cache=None, logits_to_keep=0, past_key_values=None, **kwargs):
         import torch
         import torch.nn.functional as F
-        from transformers import DynamicCache
-        from transformers.modeling_outputs import CausalLMOutputWithPast
         model, cfg, inner = self.model, self.cfg, self.inner
         cache = cache if cache is not None else past_key_values
         def fallback():
             kw = dict(kwargs, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
                       labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep)
-            target = model.hf() if getattr(model, 'light', False) else model   # a `LightLlama` has no forward of its own: transformers' model of the same files
-            if cache is not None: kw[self.cache_kw if target is model else cache_arg(target)] = cache
+            target = model.hf() if self.light else model   # a `LightLlama` has no forward of its own: transformers' model of the same files
+            if cache is not None: kw[self.cache_kw if target is model else cache_arg(target)] = dynamic_cache(cache)
             return type(target).forward(target, **kw)
         if (input_ids is None or inputs_embeds is not None or labels is not None or model.training or not self.intact()
                 or any(k not in _PASSIVE or (k in _FLAGS and v) for k, v in kwargs.items())):
             return fallback()
-        if cache is None and use_cache: cache = DynamicCache() if getattr(model, 'light', False) else DynamicCache(config=cfg)   # the same full-attention layers
+        if cache is None and use_cache:   # the same full-attention layers
+            if self.light: cache = LightCache()
+            else:
+                from transformers import DynamicCache
+                cache = DynamicCache(config=cfg)
         if cache is not None and not _plain_cache(cache): return fallback()
         if cache is None and position_ids is not None and attention_mask is None: return fallback()   # transformers looks for packed sequences
         B, q = input_ids.shape
@@ -179,7 +225,7 @@ class LeanForward:
         x = _rms(x, inner.norm)
         if isinstance(logits_to_keep, int): x = x[:, -logits_to_keep:, :] if logits_to_keep else x
         else: return fallback()
-        return CausalLMOutputWithPast(logits=_lin(x, model.lm_head), **{self.out_cache: cache})
+        return self.Out(logits=_lin(x, model.lm_head), **{self.out_cache: cache})
 
 def lean_forward(model)->LeanForward|None:
     "A `LeanForward` for `model`, or None when `lean_unsupported(model)` names a reason."
@@ -323,8 +369,9 @@ def _light_class():
         def hf(self):
             "The transformers model of the same files (loaded on first call, the lean forward installed when its probe passes): for whatever the lean forward does not cover."
             if self._hf is None:
-                from transformers import AutoModelForCausalLM
-                m = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).eval()
+                import transformers
+                transformers.utils.logging.disable_progress_bar()
+                m = transformers.AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).eval()
                 use_lean_forward(m)
                 object.__setattr__(self, '_hf', m)
             return self._hf
@@ -334,25 +381,126 @@ def _light_class():
     return LightLlama
 
 def load_light(path, dtype=None)->tuple|None:
-    "`(model, tokenizer)` for the model in folder `path` without importing transformers' modeling code (see `light_unsupported`): a `LightLlama` holding the checkpoint's tensors in `dtype` (default float32) and transformers' tokenizer class for the files; None when the checkpoint's tensors are not exactly the ones its configuration names."
+    "`(model, tokenizer)` for the model in folder `path` without importing transformers (see `light_unsupported`): a `LightLlama` holding the checkpoint's tensors in `dtype` (default float32) and a `LightTokenizer`; None when the checkpoint's tensors are not exactly the ones its configuration names."
     import torch
     from safetensors.torch import load_file
-    from transformers import GenerationConfig, PreTrainedTokenizerFast
     p = Path(path)
     dtype = dtype or torch.float32
     cfg = _light_config(_read_json(p / 'config.json'))
     tensors = load_file(str(p / 'model.safetensors'))
     if sorted(tensors) != sorted(light_tensor_names(cfg)) or not all(t.is_floating_point() for t in tensors.values()): return None
     tensors = {k: t.to(dtype) for k, t in tensors.items()}   # as transformers casts a checkpoint to the dtype asked for (a no-op when it is stored so)
-    model = _light_class()(p, cfg, tensors, GenerationConfig.from_pretrained(str(p)), dtype)
-    return model, PreTrainedTokenizerFast.from_pretrained(str(p))
+    model = _light_class()(p, cfg, tensors, LightGenerationConfig(_read_json(p / 'generation_config.json')), dtype)
+    return model, LightTokenizer(p)
+
+
+# %% ../../nbs/engines/04d_lean.ipynb #a1e7c0e1
+class LightGenerationConfig:
+    "A model's `generation_config.json` as attributes (absent entries read None) without transformers; `to_diff_dict` gives every entry the file sets, a superset of what transformers' `GenerationConfig.to_diff_dict` gives (which leaves out entries at their defaults), so `plain_greedy` judges it no less strictly."
+    def __init__(self, d:dict): self.__dict__['_d'] = dict(d)
+    def __getattr__(self, k):
+        if k.startswith('__'): raise AttributeError(k)
+        return self._d.get(k)
+    def to_diff_dict(self)->dict: return dict(self._d)
+
+_SPECIALS = ('bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token')   # the named special tokens a chat template sees
+
+class LightTokenizer:
+    "The tokenizer of a model folder loaded light: its `tokenizer.json` run by the `tokenizers` library (as transformers' fast tokenizers run it), its special tokens and chat template (rendered by jinja2 in the sandbox settings transformers uses), without importing transformers. Covers what the engine calls: encoding texts, decoding ids, rendering a chat of role/content strings, the special-token ids, the vocabulary; anything else goes to transformers' tokenizer of the same files (`hf()`; `HFEngine.tokenizer` swaps it in). `verify_light` checks it encodes, decodes and renders as transformers' tokenizer does before an engine uses it."
+    light = True
+    def __init__(self, path):
+        from tokenizers import Tokenizer
+        p = Path(path)
+        self.path, self._hf, self._template, self._vocab = str(p), None, None, None
+        self.backend = Tokenizer.from_file(str(p / 'tokenizer.json'))
+        self.backend.no_truncation(); self.backend.no_padding()
+        self.backend.encode_special_tokens = False
+        cfg = _read_json(p / 'tokenizer_config.json')
+        smap = _read_json(p / 'special_tokens_map.json') if (p / 'special_tokens_map.json').is_file() else {}
+        for k in _SPECIALS:
+            v = cfg.get(k, smap.get(k))
+            setattr(self, k, v.get('content') if isinstance(v, dict) else v)
+        jinja = p / 'chat_template.jinja'
+        self.chat_template = jinja.read_text() if jinja.is_file() else cfg.get('chat_template')
+        self.clean_up_tokenization_spaces = bool(cfg.get('clean_up_tokenization_spaces', False))
+
+    def _id(self, t): return None if t is None else self.backend.token_to_id(t)
+    bos_token_id = property(lambda self: self._id(self.bos_token))
+    eos_token_id = property(lambda self: self._id(self.eos_token))
+    unk_token_id = property(lambda self: self._id(self.unk_token))
+    pad_token_id = property(lambda self: self._id(self.pad_token))
+
+    def get_vocab(self)->dict:
+        if self._vocab is None: self._vocab = self.backend.get_vocab(with_added_tokens=True)
+        return dict(self._vocab)
+
+    def __len__(self): return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens):
+        "A token's id (the unknown token's for one not in the vocabulary), or a list of them."
+        one = lambda t: i if (i := self.backend.token_to_id(t)) is not None else self.unk_token_id
+        return one(tokens) if isinstance(tokens, str) else [one(t) for t in tokens]
+
+    def __call__(self, text, add_special_tokens:bool=True, **kwargs):
+        "`{'input_ids': ...}` (also as an attribute) for a text or a list of texts; any other option goes to transformers' tokenizer."
+        if kwargs: return self.hf()(text, add_special_tokens=add_special_tokens, **kwargs)
+        if isinstance(text, str): ids = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        else: ids = [e.ids for e in self.backend.encode_batch(list(text), add_special_tokens=add_special_tokens)]
+        return _Encoded(input_ids=ids)
+
+    def decode(self, ids, skip_special_tokens:bool=False, **kwargs)->str:
+        if kwargs or self.clean_up_tokenization_spaces: return self.hf().decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
+        return self.backend.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, seqs, skip_special_tokens:bool=False, **kwargs)->list:
+        return [self.decode(x, skip_special_tokens=skip_special_tokens, **kwargs) for x in seqs]
+
+    def _compiled(self):
+        "The chat template compiled in transformers' sandbox settings (again when `chat_template` was changed), or False when it does not compile here (it uses transformers' own `{% generation %}` tag, say)."
+        if self._template is None or self._template[0] != self.chat_template:
+            import json, jinja2
+            from datetime import datetime
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+            def raise_exception(message): raise jinja2.exceptions.TemplateError(message)
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=['jinja2.ext.loopcontrols'])
+            env.filters['tojson'] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+                x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+            env.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
+            try: self._template = (self.chat_template, env.from_string(self.chat_template))
+            except jinja2.TemplateError: self._template = (self.chat_template, False)
+        return self._template[1]
+
+    def apply_chat_template(self, conversation, tokenize:bool=True, add_generation_prompt:bool=False, **kwargs):
+        "The chat rendered as text (`tokenize=False`) for messages of role/content strings; anything else goes to transformers' tokenizer."
+        plain = (isinstance(self.chat_template, str) and isinstance(conversation, (list, tuple)) and conversation
+                 and all(isinstance(m, dict) and set(m) <= {'role', 'content'} and all(isinstance(v, str) for v in m.values()) for m in conversation))
+        template = plain and not tokenize and not kwargs and self._compiled()
+        if not template: return self.hf().apply_chat_template(conversation, tokenize=tokenize, add_generation_prompt=add_generation_prompt, **kwargs)
+        specials = {k: str(getattr(self, k)) for k in _SPECIALS if getattr(self, k) is not None}
+        return template.render(messages=[dict(m) for m in conversation], tools=None, documents=None,
+                                     add_generation_prompt=add_generation_prompt, **specials)
+
+    def hf(self):
+        "Transformers' tokenizer of the same files (loaded on first call; its padding token set as this one's)."
+        if self._hf is None:
+            from transformers import AutoTokenizer
+            t = AutoTokenizer.from_pretrained(self.path)
+            if t.pad_token != self.pad_token: t.pad_token = self.pad_token
+            self._hf = t
+        return self._hf
+
+class _Encoded(dict):
+    "A tokenizer's output: a dict whose entries also read as attributes (`out.input_ids`)."
+    __getattr__ = dict.__getitem__
+
 
 # %% ../../nbs/engines/04d_lean.ipynb #a1e7c0d3
 def light_key(path, dtype)->str:
-    "What a verification of `load_light` holds for: the folder's configuration and tokenizer files, this module's source, the torch and transformers versions and the dtype (not the weights: they do not change which operations run)."
-    import hashlib, torch, transformers
+    "What a verification of `load_light` holds for: the folder's configuration and tokenizer files, this module's source, the torch, transformers, tokenizers and jinja2 versions and the dtype (not the weights: they do not change which operations run)."
+    import hashlib, torch
+    from importlib.metadata import version
     import moco.engines.lean as me
-    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__} {dtype}".encode())
+    h = hashlib.sha256(f"{torch.__version__} {' '.join(version(d) for d in ('transformers', 'tokenizers', 'jinja2'))} {dtype}".encode())
     h.update(Path(me.__file__).read_bytes())
     for f in ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json'):
         q = Path(path) / f
@@ -402,24 +550,45 @@ def verify_light(model, tokenizer, path, dtype)->str|None:
         if u is None or (t.requires_grad, t.stride(), t.data_ptr() % 64) != (u.requires_grad, u.stride(), u.data_ptr() % 64): return f"parameter {n} is held differently"
     for n in ('inv_freq', 'original_inv_freq'):
         if not torch.equal(getattr(model.model.rotary_emb, n), getattr(light.model.rotary_emb, n)): return f"rotary {n} differs"
-    if light.generation_config.to_diff_dict() != model.generation_config.to_diff_dict(): return "generation config differs"
+    gl, gh = light.generation_config, model.generation_config   # the light one sets every entry of the file: those transformers' holds at non-default values must agree
+    if any(getattr(gl, k) != v for k, v in gh.to_diff_dict().items() if k != 'transformers_version'): return "generation config differs"
     why = lean_probe(model, light.forward, own=lambda **kw: type(model).forward(model, **kw))
     if why: return why
-    if type(tok) is not type(tokenizer): return f"tokenizer class {type(tok).__name__} against {type(tokenizer).__name__}"
-    for a in ('bos_token_id', 'eos_token_id', 'pad_token_id', 'unk_token_id', 'all_special_ids', 'chat_template', 'padding_side', 'model_max_length'):
+    return tokenizer_differs(tok, tokenizer)
+
+LIGHT_PROBE_CHATS = (
+    [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': LIGHT_PROBE_TEXT}],
+    [{'role': 'user', 'content': '  spaces, <s> and\n\nnew lines  '}],
+    [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello! </s>'}, {'role': 'user', 'content': 'And now?'}],
+)
+
+def tokenizer_differs(tok, tokenizer)->str|None:
+    "How a `LightTokenizer` `tok` differs from transformers' `tokenizer` of the same folder, or None: the tokenizers state transformers runs, special tokens, vocabulary, encodings, decodings and rendered chats."
+    if type(tokenizer).__name__ not in LIGHT_TOKENIZERS: return f"tokenizer class {type(tokenizer).__name__}"
+    bt = getattr(tokenizer, 'backend_tokenizer', None)
+    if bt is None or bt.to_str() != tok.backend.to_str(): return "tokenizer state differs"
+    if bt.encode_special_tokens or getattr(tokenizer, 'split_special_tokens', False): return "tokenizer splits special tokens"
+    if tokenizer.clean_up_tokenization_spaces != tok.clean_up_tokenization_spaces: return "tokenizer clean-up differs"
+    for a in ('bos_token_id', 'eos_token_id', 'pad_token_id', 'unk_token_id', 'chat_template'):
         if getattr(tok, a, None) != getattr(tokenizer, a, None): return f"tokenizer {a} differs"
-    if tok.get_vocab() != tokenizer.get_vocab(): return "tokenizer vocabulary differs"
+    if {k: v for k, v in ((k, getattr(tok, k)) for k in _SPECIALS) if v is not None} != tokenizer.special_tokens_map: return "tokenizer special tokens differ"
+    if tok.get_vocab() != tokenizer.get_vocab() or len(tok) != len(tokenizer): return "tokenizer vocabulary differs"
+    texts = [LIGHT_PROBE_TEXT, '', ' a', 'x' * 300]
     for special in (True, False):
-        if tok(LIGHT_PROBE_TEXT, add_special_tokens=special)['input_ids'] != tokenizer(LIGHT_PROBE_TEXT, add_special_tokens=special)['input_ids']:
+        if tok(texts, add_special_tokens=special)['input_ids'] != tokenizer(texts, add_special_tokens=special)['input_ids']:
+            return "tokenizer encodings differ"
+        if tok(texts[0], add_special_tokens=special).input_ids != tokenizer(texts[0], add_special_tokens=special).input_ids:
             return "tokenizer encodings differ"
     ids = tokenizer(LIGHT_PROBE_TEXT)['input_ids']
     for skip in (True, False):
         if tok.decode(ids, skip_special_tokens=skip) != tokenizer.decode(ids, skip_special_tokens=skip): return "tokenizer decodings differ"
     if tokenizer.chat_template:
-        msgs = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': LIGHT_PROBE_TEXT}]
-        try: a = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        except Exception: a = None
-        try: b = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        except Exception: b = None
-        if a != b: return "chat templates render differently"
+        for msgs in LIGHT_PROBE_CHATS:
+            for gen in (True, False):
+                try: a = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+                except Exception as e: a = type(e)
+                try: b = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+                except Exception as e: b = type(e)
+                if a != b: return "chat templates render differently"
     return None
+
