@@ -645,8 +645,8 @@ class HFEngine(Engine):
         out = [None] * len(reqs)
         pad = self._tok.pad_token_id
         own = self.own_decode and params.max_new_tokens > 0 and getattr(self._net.forward, 'lean', False) and plain_greedy(getattr(self._net, 'generation_config', None))
-        if not own: self.model   # `generate` is transformers': a light model is swapped for transformers' before any cache is made for it
         if not own:
+            self.model   # `generate` is transformers': a light model is swapped for transformers' before any cache is made for it
             from transformers import GenerationConfig
             gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
                                     pad_token_id=pad, bos_token_id=self._tok.bos_token_id)

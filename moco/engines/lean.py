@@ -491,7 +491,9 @@ class LightTokenizer:
 
 class _Encoded(dict):
     "A tokenizer's output: a dict whose entries also read as attributes (`out.input_ids`)."
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, k):
+        try: return self[k]
+        except KeyError: raise AttributeError(k) from None
 
 
 # %% ../../nbs/engines/04d_lean.ipynb #a1e7c0d3
