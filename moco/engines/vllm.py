@@ -126,6 +126,7 @@ class VLLMEngine(Engine):
                  f"on {self.device} as {kw['dtype']} in {self.load_seconds:.1f}s")
 
     _completion = HFEngine._completion   # the same EOS cut, decoding, think-stripping and stop strings as HF
+    _tok = property(lambda self: self.tokenizer)   # the tokenizer HFEngine's shared methods read
 
     def render(self, request)->tuple[str, list]:
         "The prompt text and ids for a request (identical to the HF engine's)."
