@@ -481,11 +481,12 @@ class LightTokenizer:
                                      add_generation_prompt=add_generation_prompt, **specials)
 
     def hf(self):
-        "Transformers' tokenizer of the same files (loaded on first call; its padding token set as this one's)."
+        "Transformers' tokenizer of the same files (loaded on first call; its padding token and chat template set as this one's)."
         if self._hf is None:
             from transformers import AutoTokenizer
             t = AutoTokenizer.from_pretrained(self.path)
             if t.pad_token != self.pad_token: t.pad_token = self.pad_token
+            if t.chat_template != self.chat_template: t.chat_template = self.chat_template
             self._hf = t
         return self._hf
 
