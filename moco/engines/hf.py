@@ -387,10 +387,13 @@ ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                      
                 'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
 
+def _kv_pairs(layers, ok)->list|None:
+    "Each layer's (K, V) when there are layers, `ok(layer)` holds for all of them and all hold keys, else None."
+    return [(l.keys, l.values) for l in layers] if layers and all(ok(l) and l.keys is not None for l in layers) else None
+
 def _cache_kv(cache)->list|None:
     "The per-layer (K, V) of a plain `DynamicCache` or `LightCache` (one sequence), or None for any other cache (sliding windows, state spaces...)."
-    if type(cache) is LightCache:
-        return [(l.keys, l.values) for l in cache.layers] if cache.layers and all(type(l) is LightLayer and l.keys is not None for l in cache.layers) else None
+    if type(cache) is LightCache: return _kv_pairs(cache.layers, lambda l: type(l) is LightLayer)
     from transformers import DynamicCache
     if type(cache) is not DynamicCache: return None
     layers = getattr(cache, 'layers', None)
@@ -398,8 +401,7 @@ def _cache_kv(cache)->list|None:
         ks, vs = getattr(cache, 'key_cache', None), getattr(cache, 'value_cache', None)
         return list(zip(ks, vs)) if ks and len(ks) == len(vs) else None
     from transformers.cache_utils import DynamicLayer
-    if not layers or not all(type(l) is DynamicLayer and l.keys is not None for l in layers): return None
-    return [(l.keys, l.values) for l in layers]
+    return _kv_pairs(layers, lambda l: type(l) is DynamicLayer)
 
 from .lean import cache_arg as _cache_arg, LightCache, LightLayer   # the keyword a model takes its cache under, and the cache of a model loaded light (defined with the lean forward, which needs them too)
 
@@ -408,9 +410,9 @@ def _fit_cache(net, cache):
     from moco.engines.lean import dynamic_cache
     return cache if getattr(net.forward, 'lean', False) else dynamic_cache(cache)
 
-def new_cache(net):
-    "An empty key/value cache for `net`: a `LightCache` for a model loaded light, else transformers' `DynamicCache`."
-    if getattr(net, 'light', False): return LightCache()
+def new_cache(light:bool=False):
+    "An empty key/value cache: a `LightCache` for a model loaded light, else transformers' `DynamicCache`."
+    if light: return LightCache()
     from transformers import DynamicCache
     return DynamicCache()
 
@@ -450,7 +452,7 @@ def _reserved_layer(light:bool=False):
 def reserved_cache(rows:list, width:int, extra:int, light:bool=False):
     "One left-padded batch cache (a `LightCache` when `light`) from per-row [(K, V) per layer] caches (each of at most `width` tokens), with room for `extra` more tokens."
     import torch
-    cache, B = LightCache() if light else new_cache(None), len(rows)
+    cache, B = new_cache(light), len(rows)
     if not hasattr(cache, 'layers'):   # older transformers: a plain cache, grown by concatenation
         F = torch.nn.functional
         for j in range(len(rows[0])):
@@ -602,6 +604,8 @@ class HFEngine(Engine):
     @model.setter
     def model(self, m): self.__dict__['_net'] = m
 
+    _light = property(lambda self: getattr(self._net, 'light', False))   # a model loaded light: its caches are `LightCache`s
+
     @property
     def tokenizer(self):
         "The transformers tokenizer. One loaded light (`LightTokenizer`) is swapped here for transformers' tokenizer of the same files on first use (verified to encode, decode and render chats identically; its padding token set alike); the engine's own paths use the light one directly, as `_tok`."
@@ -719,7 +723,7 @@ class HFEngine(Engine):
             else:
                 kw = {}
                 if n:   # continue from the stored prefix: its keys/values, then this prompt's own tokens at positions n..
-                    past = new_cache(self._net)
+                    past = new_cache(self._light)
                     for j, (k, v) in enumerate(hit): past.update(k[:, :, :n], v[:, :, :n], j)
                     kw = {self._cache_kw: past, 'position_ids': torch.arange(n, len(x), device=self.device)[None]}
                 c = _out_cache(self._net(input_ids=left_padded([x[n:]], 0, self.device)[0], use_cache=True, logits_to_keep=1, **kw))
@@ -728,7 +732,7 @@ class HFEngine(Engine):
                     self._padded_only = True; return None    # learnt once per engine: this model's cache cannot be merged
                 if self.prefix is not None: self.prefix.put(x, kv, parent=eid)
             rows.append(kv); computed.append(len(x) - n + 1)   # + the last token, which generate computes
-        return reserved_cache(rows, max(len(x) for x in ids) - 1, extra, light=getattr(self._net, 'light', False)), computed
+        return reserved_cache(rows, max(len(x) for x in ids) - 1, extra, light=self._light), computed
 
     def _completion(self, toks:list, n_prompt:int, params:GenParams, logprobs)->Completion:
         "Cut at EOS, decode, strip think blocks and stop strings."
@@ -822,7 +826,7 @@ def _start_after_prefixes(self:HFEngine, ids:list, hits:list, reserve:int)->Deco
     P, S, pad = max(ns), max(map(len, rest)), self._tok.pad_token_id
     dev = self.device
     with torch.inference_mode(), self.threads():
-        cache = reserved_cache(rows, P, S + reserve, light=getattr(self._net, 'light', False))
+        cache = reserved_cache(rows, P, S + reserve, light=self._light)
         rest_ids, inc = left_padded(rest, pad, dev, S)
         mask = torch.cat([(torch.arange(P, device=dev) >= P - torch.tensor(ns, device=dev)[:, None]).long(), inc], 1)   # each row's stored prefix, right-aligned
         pos = torch.tensor(ns, device=dev)[:, None] + (inc.cumsum(-1) - 1).clamp_min(0)
@@ -886,13 +890,11 @@ def _greedy_after(logits, tokens:list)->list:
 
 def _layers_kv(cache)->list|None:
     "The per-layer (K, V) of a `DynamicCache` or `LightCache` whose layers are plain or reserved (`start(reserve=...)`), else None."
-    if type(cache) is LightCache:
-        return [(l.keys, l.values) for l in cache.layers] if cache.layers and all(isinstance(l, LightLayer) and l.keys is not None for l in cache.layers) else None
+    if type(cache) is LightCache: return _kv_pairs(cache.layers, lambda l: isinstance(l, LightLayer))
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
-    layers = getattr(cache, 'layers', None)
-    if type(cache) is not DynamicCache or not layers or not all(isinstance(l, DynamicLayer) and l.keys is not None for l in layers): return None
-    return [(l.keys, l.values) for l in layers]
+    if type(cache) is not DynamicCache: return None
+    return _kv_pairs(getattr(cache, 'layers', None), lambda l: isinstance(l, DynamicLayer))
 
 def _advance_rows(self:HFEngine, state:DecodeState, tokens:list, rows:list, kv:list, width:int, pad:int, greedy:bool=False)->list|None:
     "`advance` computing only `rows`: their slice of the cache goes through the model; every row's cache and mask grow by `width` (masked for the others)."

@@ -42,7 +42,6 @@ _FLAGS = {'output_attentions', 'output_hidden_states'}   # ... unless one of the
 
 class LightLayer:
     "One layer's keys and values of a growing full-attention cache: transformers' `DynamicLayer` for a model loaded light (`load_light`), without importing transformers. Updates concatenate, as `DynamicLayer`'s do."
-    is_initialized, is_sliding = True, False
     def __init__(self, keys=None, values=None): self.keys, self.values = keys, values
     def update(self, key_states, value_states, *args, **kwargs):
         import torch
@@ -62,7 +61,6 @@ class LightCache:
     def get_seq_length(self, layer_idx:int=0)->int: return self.layers[layer_idx].get_seq_length() if layer_idx < len(self.layers) else 0
     def batch_repeat_interleave(self, n:int)->None:
         for l in self.layers: l.batch_repeat_interleave(n)
-    def __len__(self): return len(self.layers)
 
 def dynamic_cache(cache):
     "A transformers `DynamicCache` holding a `LightCache`'s keys and values (for transformers' own forward); any other cache as it is."
@@ -76,7 +74,6 @@ class LeanOutput:
     "What the lean forward of a model loaded light returns: `logits` and `past_key_values` (a `LightCache`), read as transformers' output is."
     __slots__ = ('logits', 'past_key_values')
     def __init__(self, logits=None, past_key_values=None): self.logits, self.past_key_values = logits, past_key_values
-    def __getitem__(self, k): return getattr(self, k)
 
 def _plain_cache(cache)->bool:
     "A `DynamicCache` (or `LightCache`) whose layers size masks as a growing full-attention cache (moco's reserved layers are such)."
@@ -451,9 +448,6 @@ class LightTokenizer:
     def decode(self, ids, skip_special_tokens:bool=False, **kwargs)->str:
         if kwargs or self.clean_up_tokenization_spaces: return self.hf().decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
         return self.backend.decode([ids] if isinstance(ids, int) else list(ids), skip_special_tokens=skip_special_tokens)
-
-    def batch_decode(self, seqs, skip_special_tokens:bool=False, **kwargs)->list:
-        return [self.decode(x, skip_special_tokens=skip_special_tokens, **kwargs) for x in seqs]
 
     def _compiled(self):
         "The chat template compiled in transformers' sandbox settings (again when `chat_template` was changed), or False when it does not compile here (it uses transformers' own `{% generation %}` tag, say)."
