@@ -14,10 +14,11 @@ from ..providers import provided
 
 # %% auto #0
 __all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
-           'GREEDY_NEUTRAL', 'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path',
-           'check_model_available', 'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators',
-           'RowSampler', 'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
-           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'new_cache',
+           'DECODE_STEP_S', 'CACHE_READ_BPS', 'DECODE_ROWS_MAX', 'DECODE_GROUP_GB', 'GREEDY_NEUTRAL', 'ModelRef',
+           'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
+           'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint',
+           'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads',
+           'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'decode_groups', 'new_cache',
            'reserved_cache', 'plain_greedy', 'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
            'DecodeState', 'match_label', 'state_digest']
 
@@ -386,6 +387,30 @@ ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                      
                 'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
                 'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
+DECODE_STEP_S = (3e-4, 2e-4)    # a CPU decoding step's cost besides reading the cache, fixed + per layer, in seconds (1.1-1.4 ms for the reference job's 2-layer models on this 2-core CPU: operator dispatch, mostly)
+CACHE_READ_BPS = 2e10           # bytes per second a CPU decoding step reads the key/value cache at (18-23 GB/s measured here)
+DECODE_ROWS_MAX = 64            # rows per CPU decoding group, at most
+DECODE_GROUP_GB = 1.0           # key/value cache per CPU decoding group, at most
+
+def decode_groups(lens:list,    # prompt lengths in tokens, sorted ascending
+                  steps:int,    # tokens to generate per row
+                  step_s:float, # a decoding step's cost besides reading the cache (seconds)
+                  token_s:float, # reading one row's cached token in one step (seconds)
+                  max_rows:int=DECODE_ROWS_MAX, max_tokens:int|None=None, # per group: rows, and rows x (width + steps) cached tokens
+                 )->list:
+    "Split length-sorted prompts into consecutive decoding groups with the least estimated decoding time, `[(start, end)]`: every step of a group costs `step_s` plus `token_s` per row and cached token, each row padded to the group's longest (an exact dynamic program over the splits)."
+    n, INF = len(lens), float('inf')
+    best, cut = [0.0] + [INF] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        W = lens[j - 1]
+        for i in range(j - 1, max(-1, j - 1 - max_rows), -1):
+            rows = j - i
+            if rows > 1 and max_tokens is not None and rows * (W + steps) > max_tokens: break
+            cost = best[i] + steps * (step_s + token_s * rows * (W + steps / 2))
+            if cost < best[j]: best[j], cut[j] = cost, i
+    out, j = [], n
+    while j: out.append((cut[j], j)); j = cut[j]
+    return out[::-1]
 
 def _kv_pairs(layers, ok)->list|None:
     "Each layer's (K, V) when there are layers, `ok(layer)` holds for all of them and all hold keys, else None."
@@ -538,6 +563,7 @@ class HFEngine(Engine):
                  prefix_cache_gb:float=PREFIX_CACHE_GB, # memory for reusable prompt key/value caches (CPU row-by-row prefill; 0 disables)
                  loaded:tuple|None=None,     # an in-memory (model, tokenizer) holding the weights of `model`'s files: served as is, nothing read from disk
                  lean:bool=True,             # on CPU, run Llama-architecture models through `lean_forward` (bit-identical logits, less per-call overhead)
+                 regroup:bool=True,          # on CPU, decode row-by-row prefilled prompts in groups chosen by `decode_groups` rather than `batch_size` at a time (the same tokens)
                 ):
         import torch
         self.ref = model if isinstance(model, ModelRef) else resolve_model(model)
@@ -583,7 +609,7 @@ class HFEngine(Engine):
         if self._tok.pad_token_id is None: self._tok.pad_token = self._tok.eos_token
         self.eos_ids = self._eos_ids()
         self._cache_kw = _cache_arg(self._net)
-        self.cpu_threads = cpu_threads
+        self.cpu_threads, self.regroup = cpu_threads, regroup
         self._padded_only = False   # set when the model's KV cache turns out not to be a mergeable DynamicCache
         self.prefix = PrefixKV(prefix_cache_gb * 2**30) if prefix_cache_gb and prefix_cache_gb > 0 else None
         self.stats = dict.fromkeys(ENGINE_STATS, 0)   # where the compute went (see `ENGINE_STATS`)
@@ -654,8 +680,9 @@ class HFEngine(Engine):
             from transformers import GenerationConfig
             gcfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self.eos_ids,
                                     pad_token_id=pad, bos_token_id=self._tok.bos_token_id)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        todo = self._batches(order, [len(rendered[i][1]) for i in order], params.max_new_tokens)
+        while todo:
+            idx, rows = todo.pop(0)
             ids = [rendered[i][1] for i in idx]
             width = max(len(x) for x in ids)
             input_ids, mask = left_padded(ids, pad, self.device, width)
@@ -663,7 +690,9 @@ class HFEngine(Engine):
             sampler = None if (params.greedy and not params.logprobs) else RowSampler(seeds, params, self.device)
             with torch.inference_mode():
                 t0 = time.perf_counter()
-                pre = self._prefill_rows(ids, params.max_new_tokens) if prefill_by_rows([len(x) for x in ids], self.device) else None
+                pre = self._prefill_rows(ids, params.max_new_tokens) if rows else None
+                if pre is None and len(idx) > self.batch_size:   # a regrouped batch, and this model's cache turned out not to merge: padded batches
+                    todo[:0] = [(idx[s:s + self.batch_size], False) for s in range(0, len(idx), self.batch_size)]; continue
                 cache, computed = pre if pre is not None else (None, [len(x) for x in ids])
                 t1 = time.perf_counter()
                 if own:   # `generate`'s loop without its machinery (same tokens; see `_decode`)
@@ -677,6 +706,29 @@ class HFEngine(Engine):
                 out[i] = self._completion(gen[row, width:].tolist(), len(ids[row]), params,
                                           sampler.logprobs[row] if sampler and params.logprobs else None)
                 out[i].prefill_tokens = computed[row]
+        return out
+
+    def _batches(self, order:list, lens:list, steps:int)->list:
+        "`(request indices, prefilled row by row)` for each batch of `order` (sorted by length; `lens` its prompt lengths): `batch_size` prompts at a time; on CPU, runs of row-by-row batches regrouped by `decode_groups` (a padded batch keeps its rows)."
+        bs = self.batch_size
+        fixed = [(s, min(s + bs, len(order)), prefill_by_rows(lens[s:s + bs], self.device)) for s in range(0, len(order), bs)]
+        cfg = getattr(self._net, 'config', None)
+        layers, kv = getattr(cfg, 'num_hidden_layers', None), getattr(cfg, 'num_key_value_heads', None) or getattr(cfg, 'num_attention_heads', None)
+        hd = getattr(cfg, 'head_dim', None) or (getattr(cfg, 'hidden_size', 0) // (getattr(cfg, 'num_attention_heads', 0) or 1))
+        if not (self.regroup and self.device == 'cpu' and steps > 0 and not self._padded_only and isinstance(layers, int)
+                and isinstance(kv, int) and isinstance(hd, int) and hd > 0):
+            return [(order[s:e], rows) for s, e, rows in fixed]
+        token_bytes = 2 * layers * kv * hd * self.dtype.itemsize
+        step_s, token_s = DECODE_STEP_S[0] + DECODE_STEP_S[1] * layers, token_bytes / CACHE_READ_BPS
+        out, run = [], None
+        for s, e, rows in fixed + [(len(order), len(order), False)]:
+            if rows: run = (run[0] if run else s, e); continue
+            if run:
+                for a, b in decode_groups(lens[run[0]:run[1]], steps, step_s, token_s, max(bs, DECODE_ROWS_MAX),
+                                          int(DECODE_GROUP_GB * 2**30 // token_bytes)):
+                    out.append((order[run[0] + a:run[0] + b], True))
+                run = None
+            if e > s: out.append((order[s:e], False))
         return out
 
     def _decode(self, input_ids, mask, cache, max_new:int, sampler):

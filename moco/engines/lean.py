@@ -9,10 +9,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['LEAN_ARCHITECTURES', 'LIGHT_FILES', 'LIGHT_TOKENIZERS', 'LIGHT_MAX_BYTES', 'LIGHT_PROBE_TEXT', 'LIGHT_PROBE_CHATS',
-           'lean_unsupported', 'LightLayer', 'LightCache', 'dynamic_cache', 'LeanOutput', 'sdpa_mask_rule', 'cache_arg',
-           'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward', 'light_unsupported', 'light_tensor_names',
-           'load_light', 'LightGenerationConfig', 'LightTokenizer', 'light_key', 'light_records', 'light_verified',
-           'record_light', 'verify_light', 'tokenizer_differs']
+           'lean_unsupported', 'LightLayer', 'LightCache', 'dynamic_cache', 'LeanOutput', 'sdpa_mask_rule',
+           'float_mask', 'cache_arg', 'LeanForward', 'lean_forward', 'lean_probe', 'use_lean_forward',
+           'light_unsupported', 'light_tensor_names', 'load_light', 'LightGenerationConfig', 'LightTokenizer',
+           'light_key', 'light_records', 'light_verified', 'record_light', 'verify_light', 'tokenizer_differs']
 
 # %% ../../nbs/engines/04d_lean.ipynb #04c7bb94
 LEAN_ARCHITECTURES = ('LlamaForCausalLM',)   # models whose forward `lean_forward` reproduces op for op
@@ -97,9 +97,15 @@ def sdpa_mask_rule(attention_mask, B:int, q:int, past:int, device):
     if (q == 1 or kv == q) and (pad is None or bool(pad.sum() == pad.numel())): return None
     if past == 0 and (pad is None or (bool(pad[:, :q].sum() == pad[:, :q].numel()) and bool((~pad[:, q:]).sum() == pad[:, q:].numel()))):
         return None
+    if q == 1 and pad is not None: return pad[:, None, None, :]   # one query after every key: its causal row is all True
     m = (torch.arange(kv, device=device)[None, None, None, :] <= torch.arange(past, past + q, device=device)[None, None, :, None])
     if pad is not None: m = m & pad[:, None, None, :]
     return m.expand(B, -1, q, kv)
+
+def float_mask(mask, dtype):
+    "SDPA's own conversion of a boolean mask (zeros, -inf where masked), done once per forward rather than once per layer."
+    import torch
+    return torch.zeros_like(mask, dtype=dtype).masked_fill_(mask.logical_not(), float('-inf'))
 
 def cache_arg(model)->str:
     "The keyword a model takes its key/value cache under: `cache` (transformers >= 5.2x, where `past_key_values` is deprecated) or `past_key_values`."
@@ -114,6 +120,24 @@ def _rms(x, norm):
     dt = x.dtype; x = x.to(torch.float32)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
     return norm.weight * x.to(dt)
+
+def _rms_fused(x, norm):
+    import torch.nn.functional as F
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+
+_RMS = {}
+def _rms_for(dtype, width:int):
+    "`_rms_fused` (one call) when it equals `_rms` (transformers' seven operations) bit for bit on random rows of this dtype and width here, else `_rms`."
+    key = (dtype, width)
+    if key not in _RMS:
+        import torch
+        g = torch.Generator().manual_seed(0)
+        norm = type('Norm', (), {'weight': (torch.rand(width, generator=g) + 0.5).to(dtype), 'variance_epsilon': 1e-6})()
+        xs = [(torch.randn(*s, width, generator=g) * 3).to(dtype) for s in ((1, 1), (3, 1), (2, 37), (1, 301))]
+        try: same = all(torch.equal(_rms(x, norm), _rms_fused(x, norm)) for x in xs)
+        except Exception: same = False
+        _RMS[key] = _rms_fused if same else _rms
+    return _RMS[key]
 
 def _half(x):
     import torch
@@ -189,6 +213,8 @@ class LeanForward:
         H, KV, D = self.H, self.KV, self.D
         rep = H // KV
         x = inner.embed_tokens(input_ids)
+        if mask is not None: mask = float_mask(mask, x.dtype)
+        rms = _rms_for(x.dtype, x.shape[-1])
         if position_ids is None: position_ids = (torch.arange(q, device=x.device) + past).unsqueeze(0)
         rot = inner.rotary_emb
         freqs = position_ids[..., None].float() * rot.inv_freq.to(device=x.device, dtype=torch.float)
@@ -198,7 +224,7 @@ class LeanForward:
         force_gqa = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA", "0") == "1"
         for j, layer in enumerate(self.layers):
             at, mlp = layer.self_attn, layer.mlp
-            r, h = x, _rms(x, layer.input_layernorm)
+            r, h = x, rms(x, layer.input_layernorm)
             shape = (B, q, -1, D)
             qs = _lin(h, at.q_proj).view(shape).transpose(1, 2)
             ks = _lin(h, at.k_proj).view(shape).transpose(1, 2)
@@ -217,9 +243,9 @@ class LeanForward:
             a = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=0.0, scale=at.scaling, is_causal=causal, **extra)
             a = a.reshape(a.shape[0], -1, q, vs.shape[-1]).transpose(1, 2).contiguous()
             x = r + _lin(a.reshape(B, q, -1).contiguous(), at.o_proj)
-            r, h = x, _rms(x, layer.post_attention_layernorm)
+            r, h = x, rms(x, layer.post_attention_layernorm)
             x = r + _lin(mlp.act_fn(_lin(h, mlp.gate_proj)) * _lin(h, mlp.up_proj), mlp.down_proj)
-        x = _rms(x, inner.norm)
+        x = rms(x, inner.norm)
         if isinstance(logits_to_keep, int): x = x[:, -logits_to_keep:, :] if logits_to_keep else x
         else: return fallback()
         return self.Out(logits=_lin(x, model.lm_head), **{self.out_cache: cache})

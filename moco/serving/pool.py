@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence, Callable
 from ..core import (Completion, GenParams, Request, Example, as_request, derive_seed, EngineError, did_you_mean)
 from ..config import EngineSettings
-from ..engines.hf import local_json, tokenizer_source, Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
+from ..engines.hf import DECODE_ROWS_MAX, local_json, tokenizer_source, Engine, HFEngine, ModelRef, resolve_model, resolve_model_path, check_model_available, model_fingerprint, pick_device, dtype_name, state_digest
 from ..engines.registry import engine_class, load_engine
 from .cache import GenerationCache, Ledger, cache_key
 from fastcore.basics import patch
@@ -172,7 +172,7 @@ def cached_generate(self:ModelPool, system:str, fingerprint:str, requests:Sequen
         if k not in done: todo.setdefault(k, r)
     ptoks = ctoks = computed = 0
     items = sorted(todo.items(), key=lambda kv: len(kv[1].prompt or '') + sum(len(m['content']) for m in (kv[1].messages or ())))
-    step = self.batch_size * 4
+    step = max(self.batch_size * 4, DECODE_ROWS_MAX)   # generated and cached a chunk at a time (a killed run keeps finished chunks); a CPU engine regroups within a chunk
     bar = None
     if self.progress and len(items) > step:   # tqdm only when it shows (importing it costs a cached rerun ~30 ms of its ~0.4 s)
         from tqdm.auto import tqdm
