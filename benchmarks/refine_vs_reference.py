@@ -153,25 +153,33 @@ def main():
     rows = {'reference': [], 'moco first': [], 'moco cold': [], 'moco warm': []}
     if a.vllm_python: rows['moco vllm cold'] = []
     cold_results = []
+    def cold_run(r, k, henv):
+        "A cold run (a fresh generation cache, the light load this round's installation verified): its wall time and results."
+        cfg = work / f'cfg{r}{k}.json'; cfg.write_text(json.dumps(job_config(models, work / f'cache{r}{k}')))
+        wall, b, e, res = run_moco(cfg, work / f'cold{r}{k}', env=henv)
+        rows['moco cold'].append(wall); cold_results.append(res)
+        eng = sum(v.get('prefill_seconds', 0) + v.get('decode_seconds', 0) + v.get('padded_seconds', 0) for v in res['cost']['engines'].values())
+        same = [json.loads(l)['output'] for l in (work / f'first{r}' / 'samples.jsonl').read_text().splitlines()] == \
+               [json.loads(l)['output'] for l in (work / f'cold{r}{k}' / 'samples.jsonl').read_text().splitlines()]
+        lines_out(f"round {r + 1} moco cold {'before' if k == 'a' else 'after '} {wall:5.1f} s  (loads light; in-process {res['wall_seconds']:.1f} s, engine {eng:.1f} s; "
+                  f"outputs {'identical to' if same else 'DIFFERENT FROM'} the first run's; load {b} -> {e})")
+        return cfg
     for r in range(a.repeats):
-        if not a.no_reference:
-            wall, b, e = run_reference(models_dir, work / f'ref{r}')
-            rows['reference'].append(wall); lines_out(f"round {r + 1} reference  {wall:7.1f} s  (load {b} -> {e})")
         # moco on a fresh installation (an empty $MOCO_HOME): its models load through transformers, and the light load is verified
-        # and recorded there (see nbs/engines/04d_lean); then the cold run every later process is, on the same installation
+        # and recorded there (see nbs/engines/04d_lean); then the cold run every later process is, on the same installation,
+        # once right before the reference and once right after it: this VM's speed drifts over minutes, and a ~12 s moco run
+        # falls inside one spell where the reference's ~3 minutes average over several
         home = work / f'home{r}'; henv = {**env, 'MOCO_HOME': str(home)}
         fcfg = work / f'fcfg{r}.json'; fcfg.write_text(json.dumps(job_config(models, work / f'fcache{r}')))
         wall, b, e, _ = run_moco(fcfg, work / f'first{r}', env=henv)
         rows['moco first'].append(wall)
         recs = len(json.loads((home / 'light-load.json').read_text())) if (home / 'light-load.json').exists() else 0
         lines_out(f"round {r + 1} moco first  {wall:6.1f} s  (a fresh installation: loads through transformers, verifies the light load: {recs} record(s) made; load {b} -> {e})")
-        cfg = work / f'cfg{r}.json'; cfg.write_text(json.dumps(job_config(models, work / f'cache{r}')))
-        wall, b, e, res = run_moco(cfg, work / f'cold{r}', env=henv)
-        rows['moco cold'].append(wall); cold_results.append(res)
-        eng = sum(v.get('prefill_seconds', 0) + v.get('decode_seconds', 0) + v.get('padded_seconds', 0) for v in res['cost']['engines'].values())
-        same = [json.loads(l)['output'] for l in (work / f'first{r}' / 'samples.jsonl').read_text().splitlines()] == \
-               [json.loads(l)['output'] for l in (work / f'cold{r}' / 'samples.jsonl').read_text().splitlines()]
-        lines_out(f"round {r + 1} moco cold  {wall:7.1f} s  (loads light; in-process {res['wall_seconds']:.1f} s, engine {eng:.1f} s; outputs {'identical to' if same else 'DIFFERENT FROM'} the first run's; load {b} -> {e})")
+        cold_run(r, 'a', henv)
+        if not a.no_reference:
+            wall, b, e = run_reference(models_dir, work / f'ref{r}')
+            rows['reference'].append(wall); lines_out(f"round {r + 1} reference  {wall:7.1f} s  (load {b} -> {e})")
+        cfg = cold_run(r, 'b', henv)
         wall, b, e, wres = run_moco(cfg, work / f'warm{r}', env=henv)
         rows['moco warm'].append(wall)
         lines_out(f"round {r + 1} moco warm  {wall:7.2f} s  (generated {wres['cost']['generated_requests']} requests; load {b} -> {e})")
@@ -186,7 +194,9 @@ def main():
     cold, warm = med(rows['moco cold']), med(rows['moco warm'])
     if rows['reference']:
         ref = med(rows['reference'])
-        lines_out(f"RATIO reference / moco cold = {ref / cold:.1f}x  (target >= 15x)")
+        lines_out(f"RATIO reference / moco cold = {ref / cold:.1f}x  (target >= 15x; medians of {len(rows['reference'])} reference and {len(rows['moco cold'])} cold runs)")
+        lines_out("      by round (the reference against the cold runs right before and after it): " +
+                  ', '.join(f"{x / med(rows['moco cold'][2 * i:2 * i + 2]):.1f}x" for i, x in enumerate(rows['reference'])))
         lines_out(f"      reference / moco first (a fresh installation, verifying the light load) = {ref / med(rows['moco first']):.1f}x")
         if rows.get('moco vllm cold'): lines_out(f"       reference / moco vllm cold = {ref / med(rows['moco vllm cold']):.1f}x")
     lines_out(f"WARM  moco warm / moco cold = {100 * warm / cold:.1f}%  (target <= 5%; whole process, nothing generated)")
