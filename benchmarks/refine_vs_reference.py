@@ -218,7 +218,7 @@ def main():
     floor_mem = tot['decode_kv_bytes'] / bw
     engine = secs['prefill'] + secs['decode']
     lines_out('')
-    lines_out(f"engine (median cold run, {rows['moco cold'][mid]:.1f} s): prefill {secs['prefill']:.2f} s for {tot['prefill'] / 1e9:.0f} GFLOP = "
+    lines_out(f"engine (the median cold run, the upper of the middle two for an even count: {rows['moco cold'][mid]:.1f} s): prefill {secs['prefill']:.2f} s for {tot['prefill'] / 1e9:.0f} GFLOP = "
               f"{tot['prefill'] / max(secs['prefill'], 1e-9) / 1e9:.1f} GFLOP/s; decode {secs['decode']:.2f} s for {tot['decode'] / 1e9:.1f} GFLOP = "
               f"{tot['decode'] / max(secs['decode'], 1e-9) / 1e9:.1f} GFLOP/s, reading {tot['decode_kv_bytes'] / 1e9:.1f} GB of key/value cache = "
               f"{tot['decode_kv_bytes'] / max(secs['decode'], 1e-9) / 1e9:.1f} GB/s")

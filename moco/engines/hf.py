@@ -9,18 +9,18 @@ from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Sequence
-from ..core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, did_you_mean)
+from ..core import (Completion, GenParams, Request, as_request, derive_seed, EngineError, ModelError, ConfigError, did_you_mean)
 from ..providers import provided
 
 # %% auto #0
-__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS', 'PREFIX_CACHE_GB',
-           'DECODE_STEP_S', 'CACHE_READ_BPS', 'DECODE_ROWS_MAX', 'DECODE_GROUP_GB', 'GREEDY_NEUTRAL', 'ModelRef',
-           'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available', 'Engine',
-           'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler', 'model_fingerprint',
-           'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name', 'torch_threads',
-           'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'decode_groups', 'new_cache',
-           'reserved_cache', 'plain_greedy', 'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine',
-           'DecodeState', 'match_label', 'state_digest']
+__all__ = ['log', 'CAPABILITIES', 'NUCLEUS_K', 'DTYPE_BYTES', 'UNPADDED_MIN', 'ROWS_MIN', 'PAD_WASTE', 'ENGINE_STATS',
+           'PREFIX_CACHE_GB', 'DECODE_STEP_S', 'CACHE_READ_BPS', 'DECODE_ROWS_MAX', 'DECODE_GROUP_GB', 'GREEDY_NEUTRAL',
+           'ModelRef', 'local_json', 'tokenizer_source', 'resolve_model', 'resolve_model_path', 'check_model_available',
+           'Engine', 'render_prompts', 'render_prompt', 'choose_tokens', 'row_generators', 'RowSampler',
+           'model_fingerprint', 'PrefixKV', 'cuda_available', 'pick_device', 'pick_dtype', 'dtype_name',
+           'torch_threads', 'others_busy_cores', 'thread_cap', 'auto_threads', 'strip_think', 'config_get',
+           'dtype_bytes', 'kv_cache_bytes', 'decode_groups', 'new_cache', 'reserved_cache', 'plain_greedy',
+           'left_padded', 'prefill_by_rows', 'stop_token_ids', 'HFEngine', 'DecodeState', 'match_label', 'state_digest']
 
 # %% ../../nbs/engines/04_engines.ipynb #f74914d3
 log = logging.getLogger('moco')
@@ -378,6 +378,33 @@ def strip_think(text:str)->str:
     "Drop the reasoning of a `<think>…</think>` block, keeping what follows its last close tag."
     return text.rsplit('</think>', 1)[1].strip() if '</think>' in text else text
 
+# %% ../../nbs/engines/04_engines.ipynb #c8b24fca
+def config_get(cfg:dict, *keys, default=None):
+    "The first of `keys` a model's config dict sets (architectures name the same field differently: `num_hidden_layers`, `n_layer`...)."
+    for k in keys:
+        if cfg.get(k) is not None: return cfg[k]
+    return default
+
+DTYPE_BYTES = {'float32': 4, 'float16': 2, 'bfloat16': 2, 'auto': 2, 'float8': 1, 'fp8': 1, 'int8': 1}
+
+def dtype_bytes(dtype:str)->int:
+    "Bytes per parameter for a dtype name ('auto' loads bfloat16 on a GPU: 2)."
+    d = str(dtype).replace('torch.', '')
+    if d not in DTYPE_BYTES: raise ConfigError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
+    return DTYPE_BYTES[d]
+
+def kv_cache_bytes(config:dict,      # the model's config.json as a dict
+                   tokens:int,       # tokens held in the cache (sequence length × batch)
+                   dtype:str='auto', # cache dtype
+                  )->int:
+    "Bytes of KV cache for `tokens` tokens: 2 × layers × kv_heads × head_dim × tokens × dtype bytes (0 when the config does not say)."
+    cfg = config.get('text_config') or config if 'hidden_size' not in config and 'n_embd' not in config else config
+    h, L, nq = config_get(cfg, 'hidden_size', 'n_embd', 'd_model'), config_get(cfg, 'num_hidden_layers', 'n_layer', 'num_layers'), config_get(cfg, 'num_attention_heads', 'n_head')
+    if None in (h, L, nq): return 0
+    nkv = 1 if cfg.get('multi_query') else config_get(cfg, 'num_key_value_heads', 'num_kv_heads', default=nq)
+    return 2 * L * nkv * config_get(cfg, 'head_dim', default=h // nq) * tokens * dtype_bytes(dtype)
+
+
 # %% ../../nbs/engines/04_engines.ipynb #314a0b9c
 UNPADDED_MIN = 64   # on CPU, batches whose longest prompt is shorter than this are always prefilled padded
 ROWS_MIN = 256      # ... batches whose longest prompt has at least this many tokens are prefilled row by row
@@ -387,7 +414,7 @@ ENGINE_STATS = ('prompt_tokens', 'prompt_attention_pairs',                      
                 'decode_seconds', 'decode_row_steps', 'decode_attention_pairs',   # generate after it: time, rows x steps, (query, key) pairs
                 'padded_seconds', 'padded_tokens')                                # batches generated without the row-by-row prefill
 PREFIX_CACHE_GB = 0.5   # default memory for reusable prompt key/value caches, per engine
-DECODE_STEP_S = (3e-4, 2e-4)    # a CPU decoding step's cost besides reading the cache, fixed + per layer, in seconds (1.1-1.4 ms for the reference job's 2-layer models on this 2-core CPU: operator dispatch, mostly)
+DECODE_STEP_S = (3e-4, 4e-4)    # a CPU decoding step's cost besides reading the cache, fixed + per layer, in seconds (1.1-1.4 ms for the reference job's 2-layer models on this 2-core CPU: operator dispatch, mostly)
 CACHE_READ_BPS = 2e10           # bytes per second a CPU decoding step reads the key/value cache at (18-23 GB/s measured here)
 DECODE_ROWS_MAX = 64            # rows per CPU decoding group, at most
 DECODE_GROUP_GB = 1.0           # key/value cache per CPU decoding group, at most
@@ -713,12 +740,11 @@ class HFEngine(Engine):
         bs = self.batch_size
         fixed = [(s, min(s + bs, len(order)), prefill_by_rows(lens[s:s + bs], self.device)) for s in range(0, len(order), bs)]
         cfg = getattr(self._net, 'config', None)
-        layers, kv = getattr(cfg, 'num_hidden_layers', None), getattr(cfg, 'num_key_value_heads', None) or getattr(cfg, 'num_attention_heads', None)
-        hd = getattr(cfg, 'head_dim', None) or (getattr(cfg, 'hidden_size', 0) // (getattr(cfg, 'num_attention_heads', 0) or 1))
-        if not (self.regroup and self.device == 'cpu' and steps > 0 and not self._padded_only and isinstance(layers, int)
-                and isinstance(kv, int) and isinstance(hd, int) and hd > 0):
+        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else vars(cfg) if cfg is not None else {}   # transformers' config, or a light model's
+        token_bytes = kv_cache_bytes(cfg, 1, self.dtype)
+        if not (self.regroup and self.device == 'cpu' and steps > 0 and not self._padded_only and token_bytes > 0):
             return [(order[s:e], rows) for s, e, rows in fixed]
-        token_bytes = 2 * layers * kv * hd * self.dtype.itemsize
+        layers = config_get(cfg, 'num_hidden_layers', 'n_layer', 'num_layers')
         step_s, token_s = DECODE_STEP_S[0] + DECODE_STEP_S[1] * layers, token_bytes / CACHE_READ_BPS
         out, run = [], None
         for s, e, rows in fixed + [(len(order), len(order), False)]:

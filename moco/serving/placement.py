@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from ..core import ModelError, ConfigError
 from ..engines.hf import ModelRef, resolve_model, check_model_available, cuda_available
+from ..engines.hf import config_get as _get, DTYPE_BYTES, dtype_bytes, kv_cache_bytes   # model-size arithmetic the CPU engine shares (it sizes its decoding groups with it)
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['log', 'GB', 'DTYPE_BYTES', 'Device', 'gpu_memory', 'visible_devices', 'machine', 'safetensors_parameters',
-           'count_parameters', 'dtype_bytes', 'kv_cache_bytes', 'estimate_model_bytes', 'PlacementError', 'Placement',
-           'Plan', 'plan_placement', 'plan_models']
+__all__ = ['log', 'GB', 'Device', 'gpu_memory', 'visible_devices', 'machine', 'safetensors_parameters', 'count_parameters',
+           'estimate_model_bytes', 'PlacementError', 'Placement', 'Plan', 'plan_placement', 'plan_models']
 
 # %% ../../nbs/serving/05_placement.ipynb #80f2a6f8
 log = logging.getLogger('moco')
@@ -115,11 +115,6 @@ def safetensors_parameters(folder:str|Path)->int|None:
 _PLAIN_MLP = ('gpt_neox', 'gpt2', 'gptj', 'gpt_bigcode', 'falcon', 'opt', 'bloom', 'phi', 'starcoder2', 'mpt')
 _TIED_DEFAULT = ('gemma', 'gemma2', 'gemma3', 'gemma3_text', 'gpt2', 'gpt_bigcode', 'bloom', 'opt')
 
-def _get(cfg:dict, *keys, default=None):
-    for k in keys:
-        if cfg.get(k) is not None: return cfg[k]
-    return default
-
 def count_parameters(config:dict, # a model's config.json as a dict
                     )->int:
     "Parameter count of a decoder-only transformer from its config's architecture fields."
@@ -146,27 +141,6 @@ def count_parameters(config:dict, # a model's config.json as a dict
     norms = 2 * h * (2 if plain else 1) + (2 * hd if mt.startswith('qwen3') else 0)
     tied = cfg.get('tie_word_embeddings', config.get('tie_word_embeddings', mt in _TIED_DEFAULT))
     return V * h * (1 if tied else 2) + L * (attn + mlp + norms) + h * (2 if plain else 1)
-
-# %% ../../nbs/serving/05_placement.ipynb #c8b24fc7
-DTYPE_BYTES = {'float32': 4, 'float16': 2, 'bfloat16': 2, 'auto': 2, 'float8': 1, 'fp8': 1, 'int8': 1}
-
-def dtype_bytes(dtype:str)->int:
-    "Bytes per parameter for a dtype name ('auto' loads bfloat16 on a GPU: 2)."
-    d = str(dtype).replace('torch.', '')
-    if d not in DTYPE_BYTES: raise ConfigError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPE_BYTES)}.")
-    return DTYPE_BYTES[d]
-
-# %% ../../nbs/serving/05_placement.ipynb #cdc1c4a9
-def kv_cache_bytes(config:dict,      # the model's config.json as a dict
-                   tokens:int,       # tokens held in the cache (sequence length × batch)
-                   dtype:str='auto', # cache dtype
-                  )->int:
-    "Bytes of KV cache for `tokens` tokens: 2 × layers × kv_heads × head_dim × tokens × dtype bytes."
-    cfg = config.get('text_config') or config if 'hidden_size' not in config and 'n_embd' not in config else config
-    h, L, nq = _get(cfg, 'hidden_size', 'n_embd', 'd_model'), _get(cfg, 'num_hidden_layers', 'n_layer', 'num_layers'), _get(cfg, 'num_attention_heads', 'n_head')
-    if None in (h, L, nq): return 0
-    nkv = 1 if cfg.get('multi_query') else _get(cfg, 'num_key_value_heads', 'num_kv_heads', default=nq)
-    return 2 * L * nkv * _get(cfg, 'head_dim', default=h // nq) * tokens * dtype_bytes(dtype)
 
 # %% ../../nbs/serving/05_placement.ipynb #2f59f0a8
 def _config_and_folders(src)->tuple[dict, list]:
